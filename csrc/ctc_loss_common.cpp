@@ -1,0 +1,102 @@
+#include "ctc_loss_common.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+namespace ctc_ext {
+
+namespace {
+
+at::Tensor normalise_lengths(const at::Tensor& lengths, const char* name, int64_t batch_size,
+                             const at::Device& device) {
+  TORCH_CHECK(!at::isFloatingType(lengths.scalar_type()) && !at::isComplexType(lengths.scalar_type()) &&
+                  lengths.scalar_type() != at::kBool,
+              name, " must have an integer dtype, got ", lengths.scalar_type());
+  TORCH_CHECK(lengths.dim() == 1, name, " must be 1-D of size N = ", batch_size, ", got shape ", lengths.sizes());
+  TORCH_CHECK(lengths.size(0) == batch_size, name, " must have N = ", batch_size, " entries, got ",
+              lengths.size(0));
+  return lengths.to(device, at::kLong).contiguous();
+}
+
+}  // namespace
+
+CtcProblem prepare_ctc_problem(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& input_lengths,
+                               const at::Tensor& target_lengths, int64_t blank) {
+  TORCH_CHECK(logits.dim() == 3, "logits must be 3-D (T, N, C), got shape ", logits.sizes());
+  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), "logits must be floating point, got ",
+              logits.scalar_type());
+  TORCH_CHECK(targets.scalar_type() == at::kInt || targets.scalar_type() == at::kLong,
+              "targets must be int32 or int64, got ", targets.scalar_type());
+  TORCH_CHECK(targets.dim() == 1 || targets.dim() == 2,
+              "targets must be (N, S) padded or 1-D concatenated, got shape ", targets.sizes());
+  CtcProblem problem;
+  problem.max_input_length = logits.size(0);
+  problem.batch_size = logits.size(1);
+  problem.num_classes = logits.size(2);
+  problem.blank = blank;
+  TORCH_CHECK(problem.num_classes > 0, "logits must have at least one class (C > 0)");
+  TORCH_CHECK(blank >= 0 && blank < problem.num_classes, "blank must be in [0, C) = [0, ", problem.num_classes,
+              "), got ", blank);
+  const auto device = logits.device();
+  problem.input_lengths = normalise_lengths(input_lengths, "input_lengths", problem.batch_size, device);
+  problem.target_lengths = normalise_lengths(target_lengths, "target_lengths", problem.batch_size, device);
+  problem.padded_targets = targets.dim() == 2;
+  if (problem.padded_targets) {
+    TORCH_CHECK(targets.size(0) == problem.batch_size, "padded targets must be (N, S) with N = ", problem.batch_size,
+                ", got shape ", targets.sizes());
+    const int64_t width = targets.size(1);
+    problem.targets = targets.to(device).contiguous().view({-1});
+    problem.label_start = at::arange(problem.batch_size, problem.input_lengths.options()) * width;
+  } else {
+    problem.targets = targets.to(device).contiguous();
+    // Exclusive running sum of the target lengths, computed where the lengths live (no sync).
+    problem.label_start = problem.target_lengths.cumsum(0) - problem.target_lengths;
+  }
+  problem.num_target_slots = problem.targets.numel();
+  return problem;
+}
+
+void check_ctc_values_on_cpu(const CtcProblem& problem) {
+  const int64_t N = problem.batch_size;
+  const int64_t T = problem.max_input_length;
+  const int64_t* input_lengths = problem.input_lengths.data_ptr<int64_t>();
+  const int64_t* target_lengths = problem.target_lengths.data_ptr<int64_t>();
+  const int64_t width = (problem.padded_targets && N > 0) ? problem.num_target_slots / N : 0;
+  int64_t total_target_length = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    TORCH_CHECK(input_lengths[n] >= 0, "input_lengths must be non-negative, got ", input_lengths[n],
+                " for sample ", n);
+    TORCH_CHECK(input_lengths[n] <= T, "input_lengths must be at most T = ", T, ", got ", input_lengths[n],
+                " for sample ", n);
+    TORCH_CHECK(target_lengths[n] >= 0, "target_lengths must be non-negative, got ", target_lengths[n],
+                " for sample ", n);
+    if (problem.padded_targets) {
+      TORCH_CHECK(target_lengths[n] <= width, "target_lengths[", n, "] = ", target_lengths[n],
+                  " exceeds the padded targets width S = ", width);
+    }
+    total_target_length += target_lengths[n];
+  }
+  if (!problem.padded_targets) {
+    TORCH_CHECK(total_target_length <= problem.num_target_slots, "concatenated targets have ",
+                problem.num_target_slots, " labels but target_lengths sum to ", total_target_length);
+  }
+  const int64_t* label_start = problem.label_start.data_ptr<int64_t>();
+  AT_DISPATCH_INDEX_TYPES(problem.targets.scalar_type(), "check_ctc_labels", [&] {
+    const index_t* labels = problem.targets.data_ptr<index_t>();
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t i = 0; i < target_lengths[n]; ++i) {
+        const int64_t label = labels[label_start[n] + i];
+        TORCH_CHECK(label >= 0 && label < problem.num_classes, "targets must hold labels in [0, C) = [0, ",
+                    problem.num_classes, "), got ", label, " at position ", i, " of sample ", n);
+        TORCH_CHECK(label != problem.blank, "targets must not contain the blank (", problem.blank,
+                    "), found at position ", i, " of sample ", n);
+      }
+    }
+  });
+}
+
+at::Tensor with_contiguous_classes(const at::Tensor& logits) {
+  return logits.stride(2) == 1 ? logits : logits.contiguous();
+}
+
+}  // namespace ctc_ext

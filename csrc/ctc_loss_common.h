@@ -1,0 +1,35 @@
+// Argument checks and normalisation shared by every backend's ctc_loss host code.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace ctc_ext {
+
+// The arguments of a CTC op after normalisation; every tensor lives on logits' device.
+struct CtcProblem {
+  int64_t max_input_length;  // T
+  int64_t batch_size;        // N
+  int64_t num_classes;       // C
+  int64_t blank;
+  int64_t num_target_slots;  // targets.numel(): N * S when padded, the concatenated length otherwise
+  bool padded_targets;       // targets given as (N, S)
+  at::Tensor targets;        // (num_target_slots,) contiguous, int32 or int64
+  at::Tensor label_start;    // (N,) int64: where each sample's labels begin in `targets`
+  at::Tensor input_lengths;  // (N,) int64 contiguous
+  at::Tensor target_lengths; // (N,) int64 contiguous
+};
+
+// Checks dims, dtypes, sizes and devices (never reads tensor data, so never synchronises) and
+// builds the normalised problem.  Errors name the offending argument.
+CtcProblem prepare_ctc_problem(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& input_lengths,
+                               const at::Tensor& target_lengths, int64_t blank);
+
+// Value checks that read the data of CPU tensors: lengths within range, every label in [0, C)
+// and not the blank.  Out-of-range labels must never reach a kernel, which would read outside
+// the logits row.
+void check_ctc_values_on_cpu(const CtcProblem& problem);
+
+// A logits view whose class dimension is unit-stride (a copy only when it is not).
+at::Tensor with_contiguous_classes(const at::Tensor& logits);
+
+}  // namespace ctc_ext

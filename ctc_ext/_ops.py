@@ -1,0 +1,76 @@
+"""Loads the compiled operators and registers what Python must add to them.
+
+The C++ library defines the schemas (csrc/ops.cpp) and the CPU / CUDA kernels.  Here we add
+the fake (meta) implementations, which torch.compile, torch.export and opcheck use to know
+output shapes without running a kernel, and the autograd formula of the forward op.
+"""
+import torch
+
+from . import _C  # noqa: F401  (loading the library registers torch.ops.ctc_ext.*)
+
+ops = torch.ops.ctc_ext
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels compute in, and of the loss: float64 for float64, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def log_alpha_numel(max_input_length: int, batch_size: int, num_target_slots: int) -> int:
+    # Mirrors ctc_ext::log_alpha_numel in csrc/ctc_math.h: a (T, 2 L_n + 1) block per sample.
+    return max_input_length * (2 * num_target_slots + batch_size)
+
+
+@torch.library.register_fake("ctc_ext::ctc_loss_forward")
+def _ctc_loss_forward_fake(logits, targets, input_lengths, target_lengths, blank, keep_log_alpha):
+    torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
+    torch._check(targets.dim() in (1, 2), lambda: "targets must be 1-D or 2-D")
+    T, N, _ = logits.shape
+    acc = accumulate_dtype(logits.dtype)
+    neg_log_likelihood = logits.new_empty((N,), dtype=acc)
+    alpha_numel = log_alpha_numel(T, N, targets.numel()) if keep_log_alpha else 0
+    log_alpha = logits.new_empty((alpha_numel,), dtype=acc)
+    log_normalizer = logits.new_empty((N, T), dtype=acc)
+    return neg_log_likelihood, log_alpha, log_normalizer
+
+
+@torch.library.register_fake("ctc_ext::ctc_loss_backward")
+def _ctc_loss_backward_fake(grad_nll, logits, targets, input_lengths, target_lengths, neg_log_likelihood,
+                            log_alpha, log_normalizer, blank, zero_infinity):
+    torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
+    return torch.empty_like(logits)
+
+
+# Autograd of the raw forward op, so that it is differentiable on its own (opcheck tests this).
+# Users go through ctc_ext.ctc_loss / CTCLossFunction, which call the same backward op.
+def _forward_setup_context(ctx, inputs, output):
+    logits, targets, input_lengths, target_lengths, blank, keep_log_alpha = inputs
+    neg_log_likelihood, log_alpha, log_normalizer = output
+    torch._check(keep_log_alpha or not ctx.needs_input_grad[0],
+                 lambda: "ctc_loss_forward must be called with keep_log_alpha=True to be differentiated")
+    ctx.mark_non_differentiable(log_alpha, log_normalizer)
+    ctx.save_for_backward(logits, targets, input_lengths, target_lengths, neg_log_likelihood, log_alpha,
+                          log_normalizer)
+    ctx.blank = blank
+
+
+def _forward_backward(ctx, grad_nll, grad_log_alpha, grad_log_normalizer):
+    logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer = ctx.saved_tensors
+    grad = ops.ctc_loss_backward(grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha,
+                                 log_normalizer, ctx.blank, False)
+    return grad, None, None, None, None, None
+
+
+def _no_double_backward(ctx, grad):
+    raise RuntimeError(
+        "ctc_ext: double backward (differentiating the CTC gradient itself) is not supported; "
+        "call backward without create_graph=True, or use torch.autograd.grad without it")
+
+
+def _backward_setup_context(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd("ctc_ext::ctc_loss_forward", _forward_backward, setup_context=_forward_setup_context)
+torch.library.register_autograd("ctc_ext::ctc_loss_backward", _no_double_backward,
+                                setup_context=_backward_setup_context)

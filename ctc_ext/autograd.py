@@ -1,0 +1,41 @@
+"""CTCLossFunction: the autograd.Function over the ctc_ext forward and backward ops."""
+import torch
+
+from ._ops import ops
+
+
+class CTCLossFunction(torch.autograd.Function):
+    """Per-sample CTC negative log-likelihood with the exact gradient with respect to the logits.
+
+    ``CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)``
+    takes normalised arguments (the checks and layouts of :func:`ctc_ext.ctc_loss`):
+
+    * ``logits``: (T, N, C) floating, any strides; log-softmax is applied inside the kernel.
+    * ``targets``: (N, S) padded or 1-D concatenated, int32 or int64.
+    * ``input_lengths``, ``target_lengths``: (N,) int64 on the device of ``logits``.
+
+    Returns (N,) losses, float64 for float64 logits and float32 otherwise.  Samples without any
+    valid alignment have an infinite loss, or 0 (with zero gradient) when ``zero_infinity``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, input_lengths, target_lengths, blank, zero_infinity):
+        keep_log_alpha = ctx.needs_input_grad[0]
+        neg_log_likelihood, log_alpha, log_normalizer = ops.ctc_loss_forward(
+            logits, targets, input_lengths, target_lengths, blank, keep_log_alpha)
+        ctx.save_for_backward(logits, targets, input_lengths, target_lengths, neg_log_likelihood, log_alpha,
+                              log_normalizer)
+        ctx.blank = blank
+        ctx.zero_infinity = zero_infinity
+        if zero_infinity:
+            return torch.where(neg_log_likelihood == float("inf"), 0.0, neg_log_likelihood)
+        return neg_log_likelihood
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer = ctx.saved_tensors
+        # The backward op has an autograd formula that raises, so create_graph=True followed by a
+        # second backward fails with a clear message instead of returning zeros.
+        grad_logits = ops.ctc_loss_backward(grad_loss, logits, targets, input_lengths, target_lengths, nll,
+                                            log_alpha, log_normalizer, ctx.blank, ctx.zero_infinity)
+        return grad_logits, None, None, None, None, None

@@ -1,0 +1,73 @@
+"""Build of the ctc_ext C++ (and optionally CUDA) extension.
+
+Sources are found under csrc/: every *.cpp is always built; every *.cu is added when CUDA is
+available (torch built with CUDA and CUDA_HOME found) or forced with FORCE_CUDA=1.  Install with
+`pip install --no-build-isolation .` into an environment that already has the torch you will run
+with (see the README for why).
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+import torch
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(ROOT, "csrc")
+
+
+def sources(pattern):
+    # Relative paths keep the build independent of where the checkout lives.
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(CSRC, "**", pattern), recursive=True))
+
+
+def want_cuda():
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
+
+
+def extension():
+    debug = os.environ.get("CTC_EXT_DEBUG", "0") == "1"
+    cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
+    cxx_flags += ["-std=c++17", "-fvisibility=hidden"]
+    extra_link = []
+    if os.environ.get("CTC_EXT_ASAN", "0") == "1":
+        cxx_flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+        extra_link += ["-fsanitize=address"]
+    cpp_sources = sources("*.cpp")
+    # Files under csrc/cuda/emulation are compiled only by the CPU emulation of the CUDA kernels.
+    cpp_sources = [s for s in cpp_sources if os.sep + "emulation" + os.sep not in s]
+    define_macros = [("Py_LIMITED_API", "0x03090000")]
+    use_cuda = want_cuda()
+    if use_cuda:
+        cu_sources = sources("*.cu")
+        nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        define_macros.append(("CTC_EXT_WITH_CUDA", "1"))
+        print(f"ctc_ext: building CPU + CUDA ({len(cu_sources)} .cu files), CUDA_HOME={CUDA_HOME}, "
+              f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '<torch default>')}")
+        return CUDAExtension(
+            "ctc_ext._C",
+            cpp_sources + cu_sources,
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_link_args=extra_link,
+            py_limited_api=True,
+        )
+    print(f"ctc_ext: building CPU only ({len(cpp_sources)} .cpp files)")
+    return CppExtension(
+        "ctc_ext._C",
+        cpp_sources,
+        define_macros=define_macros,
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=extra_link,
+        py_limited_api=True,
+    )
+
+
+setup(
+    packages=find_packages(include=["ctc_ext", "ctc_ext.*"]),
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+)

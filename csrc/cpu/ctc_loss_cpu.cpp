@@ -127,6 +127,7 @@ void backward_one_sample(const scalar_t* logits, int64_t stride_t, int64_t strid
 
   std::vector<acc_t> beta_rows(2 * W);
   std::vector<acc_t> grad_row(num_classes);
+  std::vector<acc_t> occupancy(W);
   const scalar_t* sample_logits = logits + n * stride_n;
   for (int64_t t = T_n - 1; t >= 0; --t) {
     const scalar_t* frame = sample_logits + t * stride_t;
@@ -148,13 +149,21 @@ void backward_one_sample(const scalar_t* logits, int64_t stride_t, int64_t strid
       const acc_t skip = (s + 2 < W && can_skip_from(sample.labels, 1, s + 2)) ? next[s + 2] : neg_inf<acc_t>();
       current[s] = emission + log_add3(stay, advance, skip);
     }
+    // Occupancies exp(alpha + beta - emission + nll) sum to 1 over s in exact arithmetic; dividing
+    // by their computed sum removes the rounding drift that alpha and beta share at this frame,
+    // so gradient rows sum to 0 to working precision.
+    const acc_t* alpha = log_alpha_block + t * W;
+    acc_t occupancy_sum = 0;
+    for (int64_t s = first; s <= last; ++s) {
+      const acc_t emission =
+          static_cast<acc_t>(frame[extended_label(sample.labels, 1, s, blank)]) - normaliser;
+      occupancy[s] = std::exp(alpha[s] + current[s] - emission + neg_log_likelihood);
+      occupancy_sum += occupancy[s];
+    }
     // d nll / d x[t, k] = softmax(x[t])[k] - sum_{s: l'_s = k} occupancy[t][s]
     for (int64_t k = 0; k < num_classes; ++k) grad_row[k] = std::exp(static_cast<acc_t>(frame[k]) - normaliser);
-    const acc_t* alpha = log_alpha_block + t * W;
     for (int64_t s = first; s <= last; ++s) {
-      const int64_t label = extended_label(sample.labels, 1, s, blank);
-      const acc_t emission = static_cast<acc_t>(frame[label]) - normaliser;
-      grad_row[label] -= std::exp(alpha[s] + current[s] - emission + neg_log_likelihood);
+      grad_row[extended_label(sample.labels, 1, s, blank)] -= occupancy[s] / occupancy_sum;
     }
     scalar_t* grad_frame = sample_grad + t * grad_stride_t;
     for (int64_t k = 0; k < num_classes; ++k) grad_frame[k] = static_cast<scalar_t>(grad_scale * grad_row[k]);

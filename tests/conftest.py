@@ -1,0 +1,60 @@
+"""Shared builders for the test suite: random CTC problems in every layout the API accepts."""
+import dataclasses
+from typing import List
+
+import pytest
+import torch
+
+
+@dataclasses.dataclass
+class CtcBatch:
+    logits: torch.Tensor          # (T, N, C)
+    padded_targets: torch.Tensor  # (N, S), padding beyond each target length is junk (never read)
+    input_lengths: List[int]      # (N,)
+    target_lengths: List[int]     # (N,)
+    blank: int
+
+    @property
+    def concatenated_targets(self) -> torch.Tensor:
+        """1-D targets of length sum(target_lengths)."""
+        return torch.cat([row[:length] for row, length in zip(self.padded_targets, self.target_lengths)])
+
+
+def random_labels(generator, shape, num_classes, blank):
+    """Labels in [0, C) other than blank, repeats included."""
+    labels = torch.randint(0, num_classes - 1, shape, generator=generator)
+    return labels + (labels >= blank).long()
+
+
+def make_batch(T=20, N=5, C=6, S=6, blank=0, dtype=torch.float64, seed=0, input_lengths=None,
+               target_lengths=None, repeat_labels=False) -> CtcBatch:
+    """A random batch with ragged lengths; the first sample always uses the full T and S."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, N, C, generator=generator, dtype=torch.float64).mul_(2).to(dtype)
+    if input_lengths is None:
+        input_lengths = [T] + torch.randint(max(T // 2, 0), T + 1, (N - 1,), generator=generator).tolist()
+    if target_lengths is None:
+        target_lengths = [S] + torch.randint(0, S + 1, (N - 1,), generator=generator).tolist()
+    padded = random_labels(generator, (N, S), C, blank)
+    if repeat_labels and S >= 2:
+        padded[:, 1] = padded[:, 0]  # adjacent repeats need a blank between them
+    # Junk in the padding must never be read: make it out of range on purpose.
+    for n, length in enumerate(target_lengths):
+        padded[n, length:] = C + 7
+    return CtcBatch(logits, padded, list(input_lengths), list(target_lengths), blank)
+
+
+def builtin_loss(logits, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
+    """torch.nn.functional.ctc_loss on log_softmax of the logits, with padding made valid."""
+    if targets.dim() == 2:
+        targets = targets.clamp(0, logits.shape[-1] - 1)
+    return torch.nn.functional.ctc_loss(logits.log_softmax(-1), targets, input_lengths, target_lengths, blank=blank,
+                                        reduction=reduction, zero_infinity=zero_infinity)
+
+
+@pytest.fixture
+def float64_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

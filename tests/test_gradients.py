@@ -1,0 +1,100 @@
+"""The gradient is the exact derivative with respect to the raw logits (Eq. 16 of Graves)."""
+import pytest
+import torch
+
+import ctc_ext
+from conftest import make_batch
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_gradcheck_on_raw_logits(seed, reduction):
+    batch = make_batch(T=8, N=3, C=5, S=3, seed=seed, blank=seed % 5)
+    logits = batch.logits.clone().requires_grad_(True)
+
+    def loss(x):
+        return ctc_ext.ctc_loss(x, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                                blank=batch.blank, reduction=reduction)
+
+    assert torch.autograd.gradcheck(loss, (logits,), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_gradcheck_batch_first_concatenated_targets():
+    batch = make_batch(T=7, N=3, C=4, S=3, seed=11, input_lengths=[7, 6, 5], target_lengths=[3, 2, 1])
+    logits = batch.logits.transpose(0, 1).contiguous().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x: ctc_ext.ctc_loss(x, batch.concatenated_targets, batch.input_lengths, batch.target_lengths,
+                                   reduction="sum", batch_first=True), (logits,))
+
+
+def test_gradient_rows_sum_to_zero_inside_length_and_are_exactly_zero_beyond():
+    batch = make_batch(T=30, N=5, C=8, S=6, seed=12, input_lengths=[30, 22, 15, 30, 9])
+    for dtype in (torch.float64, torch.float32):
+        logits = batch.logits.detach().to(dtype).requires_grad_(True)
+        ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                         reduction="sum").backward()
+        grad = logits.grad
+        for n, length in enumerate(batch.input_lengths):
+            row_sums = grad[:length, n].double().sum(-1)
+            # Occupancies sum to 1 up to the rounding of alpha and beta, which grows with the length.
+            tolerance = 8 * length * torch.finfo(dtype).eps
+            assert row_sums.abs().max().item() <= tolerance
+            assert torch.count_nonzero(grad[length:, n]) == 0
+
+
+def test_zero_infinity_gives_zero_loss_and_zero_gradient_for_impossible_samples():
+    batch = make_batch(T=6, N=3, C=5, S=5, seed=13, input_lengths=[6, 3, 6], target_lengths=[2, 5, 4])
+    logits = batch.logits.clone().requires_grad_(True)
+    losses = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                              reduction="none", zero_infinity=True)
+    assert losses[1] == 0 and torch.isfinite(losses).all() and (losses[[0, 2]] > 0).all()
+    losses.sum().backward()
+    assert torch.count_nonzero(logits.grad[:, 1]) == 0
+    assert torch.count_nonzero(logits.grad[:3, 0]) > 0
+
+
+def test_impossible_sample_without_zero_infinity_has_inf_loss_and_nan_gradient_like_builtin():
+    batch = make_batch(T=6, N=2, C=5, S=5, seed=14, input_lengths=[6, 3], target_lengths=[2, 5])
+    logits = batch.logits.clone().requires_grad_(True)
+    losses = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                              reduction="none")
+    assert torch.isinf(losses[1]) and torch.isfinite(losses[0])
+    losses.sum().backward()
+    assert torch.isnan(logits.grad[:3, 1]).all()
+    assert torch.count_nonzero(logits.grad[3:, 1]) == 0
+    assert torch.isfinite(logits.grad[:, 0]).all()
+
+
+def test_double_backward_raises_a_clear_error():
+    batch = make_batch(T=6, N=2, C=4, S=2, seed=15)
+    logits = batch.logits.clone().requires_grad_(True)
+    loss = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)
+    (grad,) = torch.autograd.grad(loss, logits, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        grad.sum().backward()
+
+
+def test_ctc_loss_function_is_a_usable_autograd_function():
+    batch = make_batch(T=9, N=2, C=5, S=3, seed=16)
+    logits = batch.logits.clone().requires_grad_(True)
+    losses = ctc_ext.CTCLossFunction.apply(logits, batch.padded_targets, torch.tensor(batch.input_lengths),
+                                           torch.tensor(batch.target_lengths), 0, False)
+    expected = ctc_ext.ctc_loss(batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                                reduction="none")
+    torch.testing.assert_close(losses, expected, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(
+        lambda x: ctc_ext.CTCLossFunction.apply(x, batch.padded_targets, torch.tensor(batch.input_lengths),
+                                                torch.tensor(batch.target_lengths), 0, False), (logits,))
+
+
+def test_no_log_alpha_is_kept_when_no_gradient_is_needed():
+    batch = make_batch(T=10, N=2, C=4, S=3, seed=17)
+    lengths = (torch.tensor(batch.input_lengths), torch.tensor(batch.target_lengths))
+    _, log_alpha, _ = ctc_ext.ops.ctc_loss_forward(batch.logits, batch.padded_targets, *lengths, 0, False)
+    assert log_alpha.numel() == 0
+    nll_kept, log_alpha, _ = ctc_ext.ops.ctc_loss_forward(batch.logits, batch.padded_targets, *lengths, 0, True)
+    assert log_alpha.numel() == 10 * (2 * batch.padded_targets.numel() + 2)
+    with torch.no_grad():
+        nll = ctc_ext.ctc_loss(batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                               reduction="none")
+    torch.testing.assert_close(nll, nll_kept, rtol=0, atol=0)

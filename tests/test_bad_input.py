@@ -1,0 +1,152 @@
+"""Bad input raises a clear exception naming the argument; nothing is read out of bounds."""
+import pytest
+import torch
+
+import ctc_ext
+from conftest import make_batch
+
+
+@pytest.fixture
+def batch():
+    return make_batch(T=10, N=3, C=5, S=4, seed=31, input_lengths=[10, 8, 6], target_lengths=[4, 2, 3])
+
+
+def call(batch, logits=None, targets=None, input_lengths=None, target_lengths=None, **kwargs):
+    return ctc_ext.ctc_loss(
+        batch.logits if logits is None else logits,
+        batch.padded_targets if targets is None else targets,
+        batch.input_lengths if input_lengths is None else input_lengths,
+        batch.target_lengths if target_lengths is None else target_lengths, **kwargs)
+
+
+def padded_with(batch, value, position=(1, 1)):
+    targets = batch.padded_targets.clone()
+    targets[position] = value
+    return targets
+
+
+@pytest.mark.parametrize("value", [-1, 5, 1000, -(2**40)])
+def test_label_outside_classes(batch, value):
+    with pytest.raises(RuntimeError, match=r"targets must hold labels in \[0, C\)"):
+        call(batch, targets=padded_with(batch, value))
+
+
+@pytest.mark.parametrize("value", [-1, 5, 2**31 - 1])
+def test_label_outside_classes_in_concatenated_int32_targets(batch, value):
+    targets = batch.concatenated_targets.int()
+    targets[-1] = value
+    with pytest.raises(RuntimeError, match="targets must hold labels"):
+        call(batch, targets=targets)
+
+
+def test_label_equal_to_blank(batch):
+    with pytest.raises(RuntimeError, match="targets must not contain the blank"):
+        call(batch, targets=padded_with(batch, 2), blank=2)
+
+
+@pytest.mark.parametrize("blank", [-1, 5, 100])
+def test_blank_outside_classes(batch, blank):
+    with pytest.raises(ValueError, match=r"blank must be in \[0, C\)"):
+        call(batch, blank=blank)
+
+
+def test_negative_input_length(batch):
+    with pytest.raises(RuntimeError, match="input_lengths must be non-negative"):
+        call(batch, input_lengths=[10, -1, 6])
+
+
+def test_negative_target_length(batch):
+    with pytest.raises(RuntimeError, match="target_lengths must be non-negative"):
+        call(batch, target_lengths=[4, -2, 3])
+
+
+def test_input_length_above_T(batch):
+    with pytest.raises(RuntimeError, match="input_lengths must be at most T = 10"):
+        call(batch, input_lengths=[11, 8, 6])
+
+
+def test_target_length_above_padded_width(batch):
+    with pytest.raises(RuntimeError, match="exceeds the padded targets width S = 4"):
+        call(batch, target_lengths=[5, 2, 3])
+
+
+def test_concatenated_targets_shorter_than_sum_of_lengths(batch):
+    with pytest.raises(RuntimeError, match="concatenated targets have 8 labels but target_lengths sum to 9"):
+        call(batch, targets=batch.concatenated_targets[:8], target_lengths=[4, 2, 3])
+    with pytest.raises(RuntimeError, match="concatenated targets have"):
+        call(batch, targets=batch.concatenated_targets[:0])
+
+
+@pytest.mark.parametrize("argument", ["input_lengths", "target_lengths"])
+@pytest.mark.parametrize("wrong", [[10, 8], [10, 8, 6, 6], torch.tensor([[10, 8, 6]]), torch.tensor([10.0, 8.0, 6.0]),
+                                   torch.tensor([True, True, True]), [1.5, 2, 3], "abc"])
+def test_lengths_of_wrong_size_or_dtype(batch, argument, wrong):
+    with pytest.raises(ValueError, match=argument):
+        call(batch, **{argument: wrong})
+
+
+@pytest.mark.parametrize("targets", [torch.ones(3, 4), torch.ones(3, 4, dtype=torch.bool), torch.ones(3, 4, dtype=torch.int16)])
+def test_non_integer_targets(batch, targets):
+    with pytest.raises(ValueError, match="targets must be int32 or int64"):
+        call(batch, targets=targets)
+
+
+def test_targets_of_wrong_shape(batch):
+    with pytest.raises(ValueError, match=r"padded targets must be \(N, S\) with N = 3"):
+        call(batch, targets=batch.padded_targets[:2])
+    with pytest.raises(ValueError, match="targets must be"):
+        call(batch, targets=batch.padded_targets.unsqueeze(0))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
+def test_non_floating_input(batch, dtype):
+    with pytest.raises(ValueError, match="log_probs must be floating point|log_probs must be float16"):
+        call(batch, logits=batch.logits.to(dtype))
+
+
+@pytest.mark.parametrize("shape", [(10,), (10, 3, 5, 1), ()])
+def test_wrong_number_of_dims(batch, shape):
+    with pytest.raises(ValueError, match="log_probs must be"):
+        call(batch, logits=torch.zeros(shape))
+
+
+def test_unknown_reduction(batch):
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        call(batch, reduction="average")
+
+
+def test_non_tensor_arguments(batch):
+    with pytest.raises(TypeError, match="log_probs must be a tensor"):
+        call(batch, logits=batch.logits.tolist())
+    with pytest.raises(TypeError, match="targets must be a tensor"):
+        call(batch, targets=[[1, 2]])
+    with pytest.raises(TypeError, match="blank must be an int"):
+        call(batch, blank=0.0)
+
+
+def test_unbatched_input_with_2d_targets(batch):
+    with pytest.raises(ValueError, match=r"for unbatched \(T, C\) log_probs, targets must be 1-D"):
+        call(batch, logits=batch.logits[:, 0], targets=batch.padded_targets, input_lengths=[10], target_lengths=[4])
+
+
+@pytest.mark.parametrize("op_args", [
+    dict(blank=7), dict(input_lengths=torch.tensor([10, 8])), dict(targets=torch.ones(3, 2, 2, dtype=torch.long)),
+    dict(logits=torch.zeros(10, 3)), dict(input_lengths=torch.tensor([10.0, 8.0, 6.0])),
+    dict(targets=padded_with(make_batch(T=10, N=3, C=5, S=4, seed=31), 9)),
+])
+def test_ops_called_directly_check_their_arguments_too(batch, op_args):
+    """The raw ops are public (torch.ops.ctc_ext.*) and must be as safe as ctc_loss."""
+    args = dict(logits=batch.logits, targets=batch.padded_targets, input_lengths=torch.tensor(batch.input_lengths),
+                target_lengths=torch.tensor(batch.target_lengths), blank=0)
+    args.update(op_args)
+    with pytest.raises(RuntimeError):
+        ctc_ext.ops.ctc_loss_forward(args["logits"], args["targets"], args["input_lengths"], args["target_lengths"],
+                                     args["blank"], True)
+
+
+def test_backward_op_rejects_a_forward_state_of_another_problem(batch):
+    lengths = (torch.tensor(batch.input_lengths), torch.tensor(batch.target_lengths))
+    nll, log_alpha, normalizer = ctc_ext.ops.ctc_loss_forward(batch.logits, batch.padded_targets, *lengths, 0, False)
+    with pytest.raises(RuntimeError, match="keep_log_alpha=True"):
+        ctc_ext.ops.ctc_loss_backward(torch.ones(3, dtype=torch.float64), batch.logits, batch.padded_targets,
+                                      *lengths, nll, log_alpha, normalizer, 0, False)

@@ -14,7 +14,7 @@ def forward_inputs(target_format, keep_log_alpha, dtype, requires_grad):
             keep_log_alpha)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("target_format", ["padded", "concatenated"])
 @pytest.mark.parametrize("keep_log_alpha,requires_grad", [(True, True), (False, False), (True, False)])
 def test_opcheck_forward(dtype, target_format, keep_log_alpha, requires_grad):
@@ -22,7 +22,7 @@ def test_opcheck_forward(dtype, target_format, keep_log_alpha, requires_grad):
                           forward_inputs(target_format, keep_log_alpha, dtype, requires_grad))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("target_format", ["padded", "concatenated"])
 @pytest.mark.parametrize("zero_infinity", [False, True])
 def test_opcheck_backward(dtype, target_format, zero_infinity):

@@ -4,6 +4,18 @@ import torch
 from ._ops import ops
 
 
+def apply_zero_infinity(neg_log_likelihood, zero_infinity):
+    if zero_infinity:
+        return torch.where(neg_log_likelihood == float("inf"), 0.0, neg_log_likelihood)
+    return neg_log_likelihood
+
+
+def ctc_loss_no_grad(logits, targets, input_lengths, target_lengths, blank, zero_infinity):
+    """The per-sample losses of CTCLossFunction without keeping log_alpha (inference, no_grad)."""
+    neg_log_likelihood, _, _ = ops.ctc_loss_forward(logits, targets, input_lengths, target_lengths, blank, False)
+    return apply_zero_infinity(neg_log_likelihood, zero_infinity)
+
+
 class CTCLossFunction(torch.autograd.Function):
     """Per-sample CTC negative log-likelihood with the exact gradient with respect to the logits.
 
@@ -20,6 +32,7 @@ class CTCLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, targets, input_lengths, target_lengths, blank, zero_infinity):
+        # needs_input_grad ignores an enclosing no_grad(); ctc_loss calls ctc_loss_no_grad there.
         keep_log_alpha = ctx.needs_input_grad[0]
         neg_log_likelihood, log_alpha, log_normalizer = ops.ctc_loss_forward(
             logits, targets, input_lengths, target_lengths, blank, keep_log_alpha)
@@ -27,9 +40,7 @@ class CTCLossFunction(torch.autograd.Function):
                               log_normalizer)
         ctx.blank = blank
         ctx.zero_infinity = zero_infinity
-        if zero_infinity:
-            return torch.where(neg_log_likelihood == float("inf"), 0.0, neg_log_likelihood)
-        return neg_log_likelihood
+        return apply_zero_infinity(neg_log_likelihood, zero_infinity)
 
     @staticmethod
     def backward(ctx, grad_loss):

@@ -8,7 +8,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-from .autograd import CTCLossFunction
+from .autograd import CTCLossFunction, ctc_loss_no_grad
 
 Lengths = Union[Tensor, Sequence[int], int]
 
@@ -122,7 +122,10 @@ def ctc_loss(
     target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, logits.device)
     targets = targets.to(logits.device)
 
-    losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
+    else:
+        losses = ctc_loss_no_grad(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
     if reduction == "none":
         return losses.squeeze(0) if unbatched else losses
     if reduction == "sum":

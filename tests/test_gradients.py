@@ -94,7 +94,20 @@ def test_no_log_alpha_is_kept_when_no_gradient_is_needed():
     assert log_alpha.numel() == 0
     nll_kept, log_alpha, _ = ctc_ext.ops.ctc_loss_forward(batch.logits, batch.padded_targets, *lengths, 0, True)
     assert log_alpha.numel() == 10 * (2 * batch.padded_targets.numel() + 2)
-    with torch.no_grad():
-        nll = ctc_ext.ctc_loss(batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                               reduction="none")
+    kept_flags = []
+
+    class RecordKeepLogAlpha(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.startswith("ctc_loss_forward"):
+                kept_flags.append(args[5])
+            return func(*args, **(kwargs or {}))
+
+    logits = batch.logits.clone().requires_grad_(True)
+    with RecordKeepLogAlpha():
+        with torch.no_grad():
+            nll = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                                   reduction="none")
+        ctc_ext.ctc_loss(batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)
+        ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)
+    assert kept_flags == [False, False, True]
     torch.testing.assert_close(nll, nll_kept, rtol=0, atol=0)

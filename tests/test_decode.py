@@ -159,6 +159,36 @@ def test_narrow_beam_matches_textbook_search_over_every_class(beam_width):
             assert log_prob == pytest.approx(expected_log_prob, abs=1e-9)
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_random_narrow_beams_match_textbook_search(seed):
+    # Peaky and flat frames, beams narrower and wider than C, any blank: prefixes whose last label is
+    # not among a frame's beam_width + 2 likeliest classes still receive their parent's extension.
+    generator = torch.Generator().manual_seed(100 + seed)
+    T, C, beam_width = [int(v) for v in torch.randint(1, 10, (3,), generator=generator)]
+    C, beam_width = C + 1, (beam_width + 1) // 2
+    blank = int(torch.randint(0, C, (1,), generator=generator))
+    scale = [0.5, 2.0, 6.0][seed % 3]
+    logits = scale * torch.randn(T, 1, C, generator=generator, dtype=torch.float64)
+    results = ctc_ext.beam_search(logits, beam_width=beam_width, top_k=beam_width, blank=blank)[0]
+    expected = reference_prefix_beam_search(logits[:, 0].log_softmax(-1), blank, beam_width)
+    assert [labels.tolist() for labels, _ in results] == [labels for labels, _ in expected]
+    assert [p for _, p in results] == pytest.approx([p for _, p in expected], abs=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_inputs_decode_and_align_like_float32_of_same_values(dtype):
+    logits = random_logits(20, 2, 6, seed=21, dtype=dtype)
+    expected = ctc_ext.beam_search(logits.float(), beam_width=4, top_k=2)
+    for a, b in zip(ctc_ext.beam_search(logits, beam_width=4, top_k=2), expected):
+        assert [(labels.tolist(), p) for labels, p in a] == [(labels.tolist(), p) for labels, p in b]
+    targets = torch.tensor([[1, 2, 3], [5, 5, 4]])
+    alignment, frame_log_probs = ctc_ext.forced_align(logits, targets, [20, 20], [3, 3])
+    expected_alignment, expected_frame_log_probs = ctc_ext.forced_align(logits.float(), targets, [20, 20], [3, 3])
+    assert frame_log_probs.dtype == torch.float32
+    assert torch.equal(alignment, expected_alignment)
+    assert torch.equal(frame_log_probs, expected_frame_log_probs)
+
+
 def test_beam_search_batched_equals_per_sample_and_batch_first():
     logits = random_logits(25, 5, 8, seed=5, dtype=torch.float32)
     lengths = torch.tensor([25, 3, 0, 17, 24])

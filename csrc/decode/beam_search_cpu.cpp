@@ -13,6 +13,7 @@
 // scores at least as much, so p + c would be pruned anyway.  Extensions into prefixes already in
 // the beam are always added, so the surviving scores are exact.
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -22,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../ctc_loss_common.h"
 #include "../ctc_math.h"
 #include "decode_common.h"
 
@@ -53,8 +55,9 @@ class PrefixBeamSearch {
     beam_.push_back({0, -1, -1, acc_t(0), neg_inf<acc_t>()});
   }
 
-  // frame: (C,) log-probabilities of one frame, unit stride.
-  void step(const acc_t* frame) {
+  // frame: (C,) logits of one frame, unit stride; log_normalizer: their logsumexp, so that
+  // frame[c] - log_normalizer is the log-probability of class c.
+  void step(const acc_t* frame, acc_t log_normalizer) {
     select_candidate_classes(frame);
     ++stamp_;
     grow_node_tables();
@@ -63,17 +66,20 @@ class PrefixBeamSearch {
       beam_position_[beam_[i].node] = static_cast<int64_t>(i);
     }
     candidates_.clear();
+    auto log_prob = [&](int64_t label) { return frame[label] - log_normalizer; };
     for (const Hypothesis<acc_t>& hypothesis : beam_) {
       const int64_t node = hypothesis.node;
       const int64_t last_label = nodes_[node].label;
       const acc_t total = hypothesis.total();
       Hypothesis<acc_t>& same = candidate_of_node(node);
-      same.log_blank = log_add(same.log_blank, total + frame[blank_]);
-      if (last_label >= 0) same.log_nonblank = log_add(same.log_nonblank, hypothesis.log_nonblank + frame[last_label]);
+      same.log_blank = log_add(same.log_blank, total + log_prob(blank_));
+      if (last_label >= 0) {
+        same.log_nonblank = log_add(same.log_nonblank, hypothesis.log_nonblank + log_prob(last_label));
+      }
       for (const int64_t label : candidate_classes_) {
         if (label == blank_) continue;
         // A repeated label starts a new token only after a blank.
-        const acc_t extension = (label == last_label ? hypothesis.log_blank : total) + frame[label];
+        const acc_t extension = (label == last_label ? hypothesis.log_blank : total) + log_prob(label);
         const auto child = children_.find(node * num_classes_ + label);
         if (child != children_.end()) {
           Hypothesis<acc_t>& extended = candidate_of_node(child->second);
@@ -83,7 +89,7 @@ class PrefixBeamSearch {
         }
       }
     }
-    if (!all_classes_are_candidates_) add_extensions_into_beam_outside_candidates(frame);
+    if (!all_classes_are_candidates_) add_extensions_into_beam_outside_candidates(frame, log_normalizer);
     prune();
   }
 
@@ -98,29 +104,45 @@ class PrefixBeamSearch {
   }
 
  private:
+  // The beam_width + 2 most likely classes of the frame (largest logits), in one pass: a shortlist kept sorted by
+  // log-probability, where most classes cost a single comparison with its last entry.
   void select_candidate_classes(const acc_t* frame) {
     const int64_t wanted = beam_width_ + 2;
     all_classes_are_candidates_ = wanted >= num_classes_;
-    candidate_classes_.resize(num_classes_);
-    std::iota(candidate_classes_.begin(), candidate_classes_.end(), int64_t(0));
-    if (all_classes_are_candidates_) return;
-    std::nth_element(candidate_classes_.begin(), candidate_classes_.begin() + wanted, candidate_classes_.end(),
-                     [&](int64_t a, int64_t b) { return frame[a] > frame[b]; });
-    for (int64_t i = 0; i < num_classes_; ++i) is_candidate_class_[candidate_classes_[i]] = i < wanted;
-    candidate_classes_.resize(wanted);
+    if (all_classes_are_candidates_) {
+      candidate_classes_.resize(num_classes_);
+      std::iota(candidate_classes_.begin(), candidate_classes_.end(), int64_t(0));
+      return;
+    }
+    for (const int64_t label : candidate_classes_) is_candidate_class_[label] = 0;
+    candidate_classes_.clear();
+    for (int64_t label = 0; label < num_classes_; ++label) {
+      const int64_t size = static_cast<int64_t>(candidate_classes_.size());
+      if (size == wanted) {
+        if (!(frame[label] > frame[candidate_classes_.back()])) continue;
+        candidate_classes_.back() = label;
+      } else {
+        candidate_classes_.push_back(label);
+      }
+      for (int64_t i = static_cast<int64_t>(candidate_classes_.size()) - 1;
+           i > 0 && frame[candidate_classes_[i]] > frame[candidate_classes_[i - 1]]; --i) {
+        std::swap(candidate_classes_[i], candidate_classes_[i - 1]);
+      }
+    }
+    for (const int64_t label : candidate_classes_) is_candidate_class_[label] = 1;
   }
 
   // Prefixes in the beam whose parent is in the beam too receive the parent's extension by their
   // last label even when that label is not a candidate class this frame.
-  void add_extensions_into_beam_outside_candidates(const acc_t* frame) {
+  void add_extensions_into_beam_outside_candidates(const acc_t* frame, acc_t log_normalizer) {
     for (const Hypothesis<acc_t>& hypothesis : beam_) {
       const PrefixNode& prefix = nodes_[hypothesis.node];
       if (prefix.parent < 0 || is_candidate_class_[prefix.label]) continue;
       if (beam_stamp_[prefix.parent] != stamp_) continue;
       const Hypothesis<acc_t>& parent = beam_[beam_position_[prefix.parent]];
       const int64_t parent_last_label = nodes_[prefix.parent].label;
-      const acc_t extension =
-          (prefix.label == parent_last_label ? parent.log_blank : parent.total()) + frame[prefix.label];
+      const acc_t from_parent = prefix.label == parent_last_label ? parent.log_blank : parent.total();
+      const acc_t extension = from_parent + (frame[prefix.label] - log_normalizer);
       Hypothesis<acc_t>& extended = candidate_of_node(hypothesis.node);
       extended.log_nonblank = log_add(extended.log_nonblank, extension);
     }
@@ -201,16 +223,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> beam_search_cpu(const
   TORCH_CHECK(beam_width >= 1, "beam_width must be at least 1, got ", beam_width);
   TORCH_CHECK(top_k >= 1, "top_k must be at least 1, got ", top_k);
   const int64_t T = logits.size(0), N = logits.size(1), C = logits.size(2);
-  const at::Tensor log_probs = log_softmax_in_acc_type(logits);  // (T, N, C)
+  // Logits in the accumulation dtype with unit class stride (no copy for contiguous float32 /
+  // float64), and the log-softmax normaliser of every frame: log-probabilities are formed only for
+  // the few classes the search looks at.
+  const at::Tensor frames = with_contiguous_classes(logits.to(at::toOpMathType(logits.scalar_type())));  // (T, N, C)
+  const at::Tensor log_normalizer = at::logsumexp(frames, {2}).contiguous();                           // (T, N)
   const auto long_options = logits.options().dtype(at::kLong);
   at::Tensor labels = at::full({N, top_k, T}, -1, long_options);
   at::Tensor label_lengths = at::zeros({N, top_k}, long_options);
-  at::Tensor hypothesis_log_probs = at::full({N, top_k}, -std::numeric_limits<double>::infinity(), log_probs.options());
+  at::Tensor hypothesis_log_probs = at::full({N, top_k}, -std::numeric_limits<double>::infinity(), frames.options());
   at::Tensor num_hypotheses = at::zeros({N}, long_options);
 
-  AT_DISPATCH_FLOATING_TYPES(log_probs.scalar_type(), "beam_search_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(frames.scalar_type(), "beam_search_cpu", [&] {
     using acc_t = scalar_t;
-    const acc_t* log_probs_data = log_probs.const_data_ptr<acc_t>();
+    const acc_t* frames_data = frames.const_data_ptr<acc_t>();
+    const acc_t* log_normalizer_data = log_normalizer.const_data_ptr<acc_t>();
+    const int64_t stride_t = frames.stride(0), stride_n = frames.stride(1);
     const int64_t* input_length_data = input_lengths.const_data_ptr<int64_t>();
     int64_t* labels_data = labels.data_ptr<int64_t>();
     int64_t* label_lengths_data = label_lengths.data_ptr<int64_t>();
@@ -219,7 +247,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> beam_search_cpu(const
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n) {
         PrefixBeamSearch<acc_t> search(C, blank, beam_width);
-        for (int64_t t = 0; t < input_length_data[n]; ++t) search.step(log_probs_data + (t * N + n) * C);
+        for (int64_t t = 0; t < input_length_data[n]; ++t) {
+          search.step(frames_data + t * stride_t + n * stride_n, log_normalizer_data[t * N + n]);
+        }
         const auto& beam = search.beam();
         const int64_t count = std::min<int64_t>(top_k, static_cast<int64_t>(beam.size()));
         for (int64_t k = 0; k < count; ++k) {

@@ -13,7 +13,6 @@
 // scores at least as much, so p + c would be pruned anyway.  Extensions into prefixes already in
 // the beam are always added, so the surviving scores are exact.
 #include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -23,7 +22,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include "../ctc_loss_common.h"
 #include "../ctc_math.h"
 #include "decode_common.h"
 
@@ -223,15 +221,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> beam_search_cpu(const
   TORCH_CHECK(beam_width >= 1, "beam_width must be at least 1, got ", beam_width);
   TORCH_CHECK(top_k >= 1, "top_k must be at least 1, got ", top_k);
   const int64_t T = logits.size(0), N = logits.size(1), C = logits.size(2);
-  // Logits in the accumulation dtype with unit class stride (no copy for contiguous float32 /
-  // float64), and the log-softmax normaliser of every frame: log-probabilities are formed only for
-  // the few classes the search looks at.
-  const at::Tensor frames = with_contiguous_classes(logits.to(at::toOpMathType(logits.scalar_type())));  // (T, N, C)
-  const at::Tensor log_normalizer = at::logsumexp(frames, {2}).contiguous();                           // (T, N)
+  // Log-probabilities are formed only for the few classes the search looks at.
+  const NormalisedFrames normalised = normalised_frames(logits);
+  const at::Tensor& frames = normalised.frames;                  // (T, N, C)
+  const at::Tensor& log_normalizer = normalised.log_normalizer;  // (T, N)
   const auto long_options = logits.options().dtype(at::kLong);
   at::Tensor labels = at::full({N, top_k, T}, -1, long_options);
   at::Tensor label_lengths = at::zeros({N, top_k}, long_options);
-  at::Tensor hypothesis_log_probs = at::full({N, top_k}, -std::numeric_limits<double>::infinity(), frames.options());
+  at::Tensor hypothesis_log_probs = at::full({N, top_k}, neg_inf<double>(), frames.options());
   at::Tensor num_hypotheses = at::zeros({N}, long_options);
 
   AT_DISPATCH_FLOATING_TYPES(frames.scalar_type(), "beam_search_cpu", [&] {

@@ -19,8 +19,10 @@ at::Tensor checked_decode_input_lengths(const at::Tensor& logits, const at::Tens
   return problem.input_lengths;
 }
 
-at::Tensor log_softmax_in_acc_type(const at::Tensor& logits) {
-  return at::log_softmax(logits, 2, at::toOpMathType(logits.scalar_type())).contiguous();
+NormalisedFrames normalised_frames(const at::Tensor& logits) {
+  at::Tensor frames = with_contiguous_classes(logits.to(at::toOpMathType(logits.scalar_type())));
+  at::Tensor log_normalizer = at::logsumexp(frames, {2}).contiguous();
+  return {frames, log_normalizer};
 }
 
 }  // namespace ctc_ext

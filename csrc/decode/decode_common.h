@@ -12,8 +12,15 @@ namespace ctc_ext {
 // lengths as (N,) int64 contiguous on the CPU.
 at::Tensor checked_decode_input_lengths(const at::Tensor& logits, const at::Tensor& input_lengths, int64_t blank);
 
-// log_softmax over the classes of logits (T, N, C), in the accumulation dtype (float32 for
-// float16 / bfloat16 / float32, float64 for float64), with unit class stride.
-at::Tensor log_softmax_in_acc_type(const at::Tensor& logits);
+// The logits (T, N, C) in the accumulation dtype (float32 for float16 / bfloat16 / float32,
+// float64 for float64) with unit class stride (no copy for such float32 / float64 input), and the
+// log-softmax normaliser (T, N) of every frame: frames[t][n][c] - log_normalizer[t][n] is the
+// log-probability of class c.  Kernels form it only for the classes they read, so no (T, N, C)
+// log_softmax copy is made.
+struct NormalisedFrames {
+  at::Tensor frames;          // (T, N, C), unit class stride
+  at::Tensor log_normalizer;  // (T, N) contiguous
+};
+NormalisedFrames normalised_frames(const at::Tensor& logits);
 
 }  // namespace ctc_ext

@@ -21,30 +21,34 @@ namespace {
 using BackPointer = uint8_t;
 
 // Viterbi alignment of one sample.
-//   log_probs:       (T_n, C) rows of this sample, row stride `stride_t`, unit class stride
+//   frames:          (T_n, C) logits of this sample, row stride `stride_t`, unit class stride
+//   log_normalizer:  (T_n,) their per-frame logsumexp, stride `normalizer_stride`
 //   labels:          the sample's L labels, unit stride
 //   alignment:       (T,) output row: the class of the best path per frame, -1 from T_n on
 //   frame_log_probs: (T,) output row: log_probs of that class, 0 from T_n on
 // Returns the path's log-probability, -inf (and leaves the rows at -1 / 0) when no path has a
 // finite score.
 template <typename acc_t, typename index_t>
-acc_t align_one_sample(const acc_t* log_probs, int64_t stride_t, int64_t input_length, const index_t* labels,
-                       int64_t target_length, int64_t blank, int64_t* alignment, acc_t* frame_log_probs) {
+acc_t align_one_sample(const acc_t* frames, int64_t stride_t, const acc_t* log_normalizer, int64_t normalizer_stride,
+                       int64_t input_length, const index_t* labels, int64_t target_length, int64_t blank,
+                       int64_t* alignment, acc_t* frame_log_probs) {
   const int64_t T_n = input_length;
   const int64_t W = 2 * target_length + 1;
   if (T_n == 0) return target_length == 0 ? acc_t(0) : neg_inf<acc_t>();
   if (target_length > T_n) return neg_inf<acc_t>();  // the target cannot fit; the band is empty
 
+  auto log_prob = [&](int64_t t, int64_t label) {
+    return frames[t * stride_t + label] - log_normalizer[t * normalizer_stride];
+  };
   std::vector<acc_t> score_rows(2 * W);
   std::vector<BackPointer> back_pointers(T_n * W, 0);
   for (int64_t t = 0; t < T_n; ++t) {
-    const acc_t* frame = log_probs + t * stride_t;
     const int64_t first = band_first(t, T_n, W);
     const int64_t last = band_last(t, W);
     acc_t* current = score_rows.data() + (t & 1) * W;
     std::fill(current, current + W, neg_inf<acc_t>());
     if (t == 0) {
-      for (int64_t s = first; s <= last; ++s) current[s] = frame[extended_label(labels, 1, s, blank)];
+      for (int64_t s = first; s <= last; ++s) current[s] = log_prob(t, extended_label(labels, 1, s, blank));
       continue;
     }
     // Outside the band the previous row is -inf, so the reads below need no band test.
@@ -61,7 +65,7 @@ acc_t align_one_sample(const acc_t* log_probs, int64_t stride_t, int64_t input_l
         best = previous[s - 2];
         step = 2;
       }
-      current[s] = best + frame[extended_label(labels, 1, s, blank)];
+      current[s] = best + log_prob(t, extended_label(labels, 1, s, blank));
       frame_back_pointers[s] = step;
     }
   }
@@ -74,7 +78,7 @@ acc_t align_one_sample(const acc_t* log_probs, int64_t stride_t, int64_t input_l
   for (int64_t t = T_n - 1; t >= 0; --t) {
     const int64_t label = extended_label(labels, 1, state, blank);
     alignment[t] = label;
-    frame_log_probs[t] = log_probs[t * stride_t + label];
+    frame_log_probs[t] = log_prob(t, label);
     state -= back_pointers[t * W + state];
   }
   return path_log_prob;
@@ -91,17 +95,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forced_align_cpu(const at::Tensor
   TORCH_CHECK(logits.device().is_cpu(), "forced_align runs on the CPU, got logits on ", logits.device());
   const CtcProblem problem = prepare_ctc_problem(logits, targets, input_lengths, target_lengths, blank);
   check_ctc_values_on_cpu(problem);
-  const int64_t T = problem.max_input_length, N = problem.batch_size, C = problem.num_classes;
-  const at::Tensor log_probs = log_softmax_in_acc_type(logits);  // (T, N, C)
-  const auto acc_options = log_probs.options();
+  const int64_t T = problem.max_input_length, N = problem.batch_size;
+  const NormalisedFrames normalised = normalised_frames(logits);
+  const at::Tensor& frames = normalised.frames;                  // (T, N, C)
+  const at::Tensor& log_normalizer = normalised.log_normalizer;  // (T, N)
+  const auto acc_options = frames.options();
   at::Tensor alignment = at::full({N, T}, -1, logits.options().dtype(at::kLong));
   at::Tensor frame_log_probs = at::zeros({N, T}, acc_options);
   at::Tensor path_log_prob = at::empty({N}, acc_options);
 
-  AT_DISPATCH_FLOATING_TYPES(log_probs.scalar_type(), "forced_align_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(frames.scalar_type(), "forced_align_cpu", [&] {
     using acc_t = scalar_t;
     AT_DISPATCH_INDEX_TYPES(problem.targets.scalar_type(), "forced_align_cpu", [&] {
-      const acc_t* log_probs_data = log_probs.const_data_ptr<acc_t>();
+      const acc_t* frames_data = frames.const_data_ptr<acc_t>();
+      const acc_t* log_normalizer_data = log_normalizer.const_data_ptr<acc_t>();
+      const int64_t stride_t = frames.stride(0), stride_n = frames.stride(1);
       const index_t* labels = problem.targets.const_data_ptr<index_t>();
       const int64_t* label_start = problem.label_start.const_data_ptr<int64_t>();
       const int64_t* input_length_data = problem.input_lengths.const_data_ptr<int64_t>();
@@ -112,8 +120,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forced_align_cpu(const at::Tensor
       at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
         for (int64_t n = begin; n < end; ++n) {
           path_log_prob_data[n] = align_one_sample<acc_t, index_t>(
-              log_probs_data + n * C, N * C, input_length_data[n], labels + label_start[n], target_length_data[n],
-              blank, alignment_data + n * T, frame_log_probs_data + n * T);
+              frames_data + n * stride_n, stride_t, log_normalizer_data + n, N, input_length_data[n],
+              labels + label_start[n], target_length_data[n], blank, alignment_data + n * T,
+              frame_log_probs_data + n * T);
         }
       });
     });

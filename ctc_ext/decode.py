@@ -158,7 +158,7 @@ def beam_search(log_probs: Tensor, input_lengths: Optional[Lengths] = None, beam
         batch_first: take ``log_probs`` as :math:`(N, T, C)`. Default: ``False``.
         scorer: optional prefix scorer (e.g. a language model), called as
             ``scorer(prefix_labels: list[int], next_label: int) -> float`` with the log-score of
-            appending ``next_label``; it is called once per distinct prefix.  ``-inf`` forbids
+            appending ``next_label``; it is called once per distinct extended prefix.  ``-inf`` forbids
             the extension.  With a scorer the search runs in Python (the same algorithm, one
             sample at a time), prefixes are ranked by
             ``log p_ctc(prefix | x) + scorer_weight * sum of the scorer's log-scores along the
@@ -234,6 +234,10 @@ def _scored_beam_search(frames: List[List[float]], blank: int, beam_width: int, 
         else:
             candidate_classes = sorted(range(num_classes), key=lambda c: -frame[c])[:beam_width + 2]
         following = {}
+        labels_into_beam = {}  # prefix -> last labels of its children in the beam
+        for prefix in beam:
+            if prefix:
+                labels_into_beam.setdefault(prefix[:-1], set()).add(prefix[-1])
         for prefix, (log_blank, log_nonblank) in beam.items():
             total = _log_add(log_blank, log_nonblank)
             same = following.setdefault(prefix, [-math.inf, -math.inf])
@@ -241,7 +245,7 @@ def _scored_beam_search(frames: List[List[float]], blank: int, beam_width: int, 
             if prefix:
                 same[1] = _log_add(same[1], log_nonblank + frame[prefix[-1]])
             # Extensions into prefixes already in the beam are always added (as in the C++ search).
-            labels = set(candidate_classes) | {p[-1] for p in beam if p[:-1] == prefix and p}
+            labels = set(candidate_classes) | labels_into_beam.get(prefix, set())
             for label in labels:
                 if label == blank:
                     continue

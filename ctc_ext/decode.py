@@ -194,12 +194,26 @@ def beam_search(log_probs: Tensor, input_lengths: Optional[Lengths] = None, beam
         return [_scored_beam_search(frame_log_probs[:length, n].tolist(), blank, beam_width, top_k, scorer,
                                     float(scorer_weight))
                 for n, length in enumerate(lengths.tolist())]
+    # A search never holds more than beam_width hypotheses, nor more than there are label
+    # sequences of at most T labels: no need for wider padded outputs.
+    slots = _count_label_sequences(logits.shape[0], logits.shape[2] - 1, limit=min(top_k, beam_width))
     labels, label_lengths, hypothesis_log_probs, num_hypotheses = ops.beam_search(
-        logits, lengths, blank, beam_width, top_k)
+        logits, lengths, blank, beam_width, slots)
     label_lengths = label_lengths.tolist()
     hypothesis_log_probs = hypothesis_log_probs.tolist()
     return [[(labels[n, k, :label_lengths[n][k]], hypothesis_log_probs[n][k]) for k in range(count)]
             for n, count in enumerate(num_hypotheses.tolist())]
+
+
+def _count_label_sequences(max_length: int, num_labels: int, limit: int) -> int:
+    """min(limit, number of sequences of at most max_length labels out of num_labels)."""
+    count, sequences_of_length = 0, 1
+    for _ in range(max_length + 1):
+        count += sequences_of_length
+        if count >= limit or num_labels == 0:
+            break
+        sequences_of_length *= num_labels
+    return min(count, limit)
 
 
 def _log_add(a: float, b: float) -> float:

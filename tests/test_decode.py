@@ -209,6 +209,16 @@ def test_beam_search_empty_input_gives_empty_hypothesis_and_few_prefixes_give_fe
     assert sorted(labels.tolist() for labels, _ in results[1]) == [[], [1], [2]]  # every possible prefix
 
 
+def test_huge_beam_width_and_top_k_are_accepted():
+    logits = random_logits(3, 1, 3, seed=22)
+    results = ctc_ext.beam_search(logits, beam_width=2**62, top_k=2**62)[0]
+    sequences = all_label_sequences(3, 0, 3)
+    possible = [s for s, score in zip(sequences, sequence_log_likelihoods(logits[:, 0].log_softmax(-1), sequences, 0))
+                if score > -math.inf]
+    assert len(possible) == 9  # [1, 1, 2] and the like need more than 3 frames
+    assert sorted(labels.tolist() for labels, _ in results) == sorted(possible)
+
+
 def test_beam_search_log_probs_are_float64_for_float64_input_and_ranked():
     logits = random_logits(10, 1, 6, seed=7)
     results = ctc_ext.beam_search(logits, beam_width=6, top_k=6)[0]

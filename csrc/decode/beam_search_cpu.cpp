@@ -105,8 +105,8 @@ class PrefixBeamSearch {
   // The beam_width + 2 most likely classes of the frame (largest logits), in one pass: a shortlist kept sorted by
   // log-probability, where most classes cost a single comparison with its last entry.
   void select_candidate_classes(const acc_t* frame) {
-    const int64_t wanted = beam_width_ + 2;
-    all_classes_are_candidates_ = wanted >= num_classes_;
+    all_classes_are_candidates_ = beam_width_ >= num_classes_ - 2;  // (beam_width + 2 could overflow)
+    const int64_t wanted = all_classes_are_candidates_ ? num_classes_ : beam_width_ + 2;
     if (all_classes_are_candidates_) {
       candidate_classes_.resize(num_classes_);
       std::iota(candidate_classes_.begin(), candidate_classes_.end(), int64_t(0));

@@ -79,11 +79,11 @@ def benchmark_rows(shapes=SHAPES, beam_widths=BEAM_WIDTHS, repeats: int = 5, see
 
 
 def format_table(rows: List[Dict]) -> str:
-    lines = ["| op | T | N | C | beam | time | frames/s | vs plain PyTorch |",
+    lines = ["| op | T | N | C | beam | time | frames/s | plain PyTorch time / ours |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         beam = "" if row["beam_width"] is None else str(row["beam_width"])
-        ratio = "" if row["baseline_seconds"] is None else f"{row['baseline_seconds'] / row['seconds']:.1f}x faster"
+        ratio = "" if row["baseline_seconds"] is None else f"{row['baseline_seconds'] / row['seconds']:.1f}x"
         lines.append(f"| {row['op']} | {row['T']} | {row['N']} | {row['C']} | {beam} | "
                      f"{row['seconds'] * 1e3:.2f} ms | {row['frames_per_s']:,.0f} | {ratio} |")
     return "\n".join(lines)

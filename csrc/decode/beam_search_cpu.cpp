@@ -102,8 +102,8 @@ class PrefixBeamSearch {
   }
 
  private:
-  // The beam_width + 2 most likely classes of the frame (largest logits), in one pass: a shortlist kept sorted by
-  // log-probability, where most classes cost a single comparison with its last entry.
+  // The beam_width + 2 most likely classes of the frame (largest logits), in one pass: a
+  // shortlist kept sorted, where most classes cost a single comparison with its last entry.
   void select_candidate_classes(const acc_t* frame) {
     all_classes_are_candidates_ = beam_width_ >= num_classes_ - 2;  // (beam_width + 2 could overflow)
     const int64_t wanted = all_classes_are_candidates_ ? num_classes_ : beam_width_ + 2;

@@ -455,6 +455,14 @@ def test_opcheck_on_every_decode_op():
     torch.library.opcheck(ctc_ext.ops.forced_align.default, (logits, targets, lengths, torch.tensor([2, 2, 0]), 0))
 
 
+def test_inputs_that_require_grad_are_decoded_without_recording_a_graph():
+    logits = random_logits(8, 2, 4, seed=23, dtype=torch.float32).requires_grad_()
+    assert not any(h.requires_grad for h in ctc_ext.greedy_decode(logits))
+    assert not ctc_ext.beam_search(logits)[0][0][0].requires_grad
+    alignment, frame_log_probs = ctc_ext.forced_align(logits, torch.tensor([[1, 2], [3, 3]]), [8, 8], [2, 2])
+    assert not frame_log_probs.requires_grad
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_inputs_are_decoded_on_the_cpu():
     logits = random_logits(20, 3, 6, seed=20, dtype=torch.float32)

@@ -26,3 +26,25 @@ TORCH_LIBRARY(ctc_ext, m) {
       "Tensor target_lengths, Tensor neg_log_likelihood, Tensor log_alpha, Tensor log_normalizer, int blank, "
       "bool zero_infinity) -> Tensor");
 }
+
+// Decoding and forced alignment (csrc/decode/).  Every op takes logits (T, N, C) (raw logits or
+// log-probabilities; log-softmax is applied inside where scores are needed) and input_lengths
+// (N,) integer, and returns tensors of static shape so that fake kernels can describe them.
+TORCH_LIBRARY_FRAGMENT(ctc_ext, m) {
+  // Best path: labels (N, T) int64, sample n's decoded labels in labels[n, :label_lengths[n]]
+  // and -1 after them; label_lengths (N,) int64.
+  m.def("greedy_decode(Tensor logits, Tensor input_lengths, int blank) -> (Tensor labels, Tensor label_lengths)");
+  // CTC prefix beam search.  labels (N, top_k, T) int64 padded with -1, label_lengths (N, top_k)
+  // int64, log_probs (N, top_k) (float64 for float64 logits, float32 otherwise; -inf in unused
+  // slots), num_hypotheses (N,) int64: how many of the top_k slots hold a hypothesis, best first.
+  m.def(
+      "beam_search(Tensor logits, Tensor input_lengths, int blank, int beam_width, int top_k) -> "
+      "(Tensor labels, Tensor label_lengths, Tensor log_probs, Tensor num_hypotheses)");
+  // Viterbi alignment of each target.  targets as in ctc_loss_forward.  alignment (N, T) int64:
+  // the class of the best path at every frame, -1 beyond the input length; frame_log_probs
+  // (N, T): its log-probability per frame, 0 beyond the input length; path_log_prob (N,): their
+  // sum, -inf (with alignment all -1 and frame_log_probs all 0) when no path has a finite score.
+  m.def(
+      "forced_align(Tensor logits, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank) -> "
+      "(Tensor alignment, Tensor frame_log_probs, Tensor path_log_prob)");
+}

@@ -1,8 +1,12 @@
 """ctc_ext: CTC loss for PyTorch with fused log-softmax and exact logit gradients."""
 from ._ops import ops
 from .autograd import CTCLossFunction
+from .decode import TokenSpan, beam_search, forced_align, greedy_decode, token_spans
 from .functional import ctc_loss
 from .modules import CTCLoss
 
-__all__ = ["CTCLoss", "CTCLossFunction", "ctc_loss", "ops"]
+__all__ = [
+    "CTCLoss", "CTCLossFunction", "TokenSpan", "beam_search", "ctc_loss", "forced_align", "greedy_decode", "ops",
+    "token_spans",
+]
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ The model reads the image columns as frames; greedy decoding and prefix beam sea
 outputs back into digit strings, scored by label error rate (edit distance / target length).
 
     pip install .[examples]                       # scikit-learn, tqdm, matplotlib
-    python examples/train_digits.py               # about a minute and a half on 2 CPU cores
+    python examples/train_digits.py               # well under a minute on one CPU core
     python examples/train_digits.py --compare-builtin   # same seed with torch's built-in loss
     python examples/train_digits.py --ddp 2       # DistributedDataParallel over 2 processes
 
@@ -69,13 +69,14 @@ class Lines:
     targets: Tensor  # (N, max_digits) int64 classes (digit + 1), padded with BLANK
     target_lengths: Tensor  # (N,) int64, digits per line
     image_indices: Tensor  # (N, max_digits) int64 index of each digit's source image, -1 as padding
+    digit_starts: Tensor  # (N, max_digits) int64 first column of each digit (padding slots: junk)
 
     def __len__(self):
         return self.images.shape[0]
 
     def select(self, rows) -> "Lines":
         return Lines(self.images[rows], self.widths[rows], self.targets[rows], self.target_lengths[rows],
-                     self.image_indices[rows])
+                     self.image_indices[rows], self.digit_starts[rows])
 
 
 def compose_lines(images: np.ndarray, digits: np.ndarray, pool: np.ndarray, num_lines: int,
@@ -110,7 +111,7 @@ def compose_lines(images: np.ndarray, digits: np.ndarray, pool: np.ndarray, num_
     targets = np.where(slot_used, digits[np.maximum(image_indices, 0)] + 1, BLANK)
     return Lines(torch.from_numpy(lines), torch.from_numpy(widths.astype(np.int64)),
                  torch.from_numpy(targets.astype(np.int64)), torch.from_numpy(digit_counts.astype(np.int64)),
-                 torch.from_numpy(image_indices.astype(np.int64)))
+                 torch.from_numpy(image_indices.astype(np.int64)), torch.from_numpy(starts.astype(np.int64)))
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -222,15 +223,17 @@ def evaluate(model: nn.Module, lines: Lines, device: torch.device, beam_width: i
 class History:
     loss: List[float]
     label_error_rate: List[float]
-    seconds: List[float]  # wall time at the end of each epoch, since training started
+    seconds: List[float]  # wall time at the end of each epoch since training started, evaluation included
+    training_seconds: List[float]  # the same without the per-epoch evaluation: the training steps alone
 
 
-def train(args, loss_function: LossFunction, name: str, device: torch.device, rank: int = 0,
-          world_size: int = 1) -> History:
+def train(args, loss_function: LossFunction, name: str, device: torch.device, rank: int = 0, world_size: int = 1):
     """Trains a fresh, seeded model; every process of a DDP run calls this with its rank.
 
     Every process composes the same global batches (same seed) and trains on its own
-    contiguous shard; rank 0 evaluates, prints and plots.
+    contiguous shard; rank 0 evaluates and prints a line per epoch.
+
+    Returns ``(history, model, held_out_lines)``; the history is empty on ranks other than 0.
     """
     from tqdm import tqdm
 
@@ -241,18 +244,20 @@ def train(args, loss_function: LossFunction, name: str, device: torch.device, ra
 
     torch.manual_seed(args.seed)
     model = LineReader().to(device)
-    trained_model = model
+    stepped_model = model  # what the training steps call: the DDP wrapper when distributed
     if world_size > 1:
-        trained_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(trained_model.parameters(), lr=args.lr)
+        stepped_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.Adam(stepped_model.parameters(), lr=args.lr)
     steps_per_epoch = args.lines_per_epoch // args.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
                                                     steps_per_epoch=steps_per_epoch, pct_start=0.1)
     shard_size = args.batch_size // world_size
     shard = slice(rank * shard_size, (rank + 1) * shard_size)
 
-    history = History([], [], [])
+    history = History([], [], [], [])
     started = time.perf_counter()
+    evaluation_seconds = 0.0
     for epoch in range(1, args.epochs + 1):
         epoch_lines = compose_lines(images, digits, train_pool, steps_per_epoch * args.batch_size, line_rng)
         loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of batch losses, batches)
@@ -260,10 +265,10 @@ def train(args, loss_function: LossFunction, name: str, device: torch.device, ra
                         disable=rank != 0 or args.no_progress, dynamic_ncols=True)
         for step in progress:
             batch = epoch_lines.select(slice(step * args.batch_size, (step + 1) * args.batch_size)).select(shard)
-            loss = training_loss(trained_model, batch, loss_function, device)
+            loss = training_loss(stepped_model, batch, loss_function, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(trained_model.parameters(), 5.0)
+            nn.utils.clip_grad_norm_(stepped_model.parameters(), 5.0)
             optimizer.step()
             scheduler.step()
             loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
@@ -272,43 +277,48 @@ def train(args, loss_function: LossFunction, name: str, device: torch.device, ra
         if world_size > 1:
             dist.all_reduce(loss_sum)
         if rank == 0:
+            evaluation_started = time.perf_counter()
             error_rate, _ = evaluate(model, held_out, device)
+            evaluation_seconds += time.perf_counter() - evaluation_started
             history.loss.append(float(loss_sum[0] / loss_sum[1]))
             history.label_error_rate.append(error_rate)
             history.seconds.append(time.perf_counter() - started)
+            history.training_seconds.append(history.seconds[-1] - evaluation_seconds)
             tqdm.write(f"{name:>8} epoch {epoch:2d}  loss {history.loss[-1]:.4f}  held-out LER (greedy) "
                        f"{100 * error_rate:5.2f}%  {history.seconds[-1]:6.1f} s")
-    if rank == 0:
-        report_final(args, model, held_out, device, name)
-    return history
+    return history, model, held_out
 
 
-def report_final(args, model: nn.Module, held_out: Lines, device: torch.device, name: str) -> None:
-    """Beam-search error rate on the held-out lines and the alignment picture of one of them."""
+def report_final(args, model: nn.Module, held_out: Lines, device: torch.device, name: str,
+                 alignment_path: Optional[Path]) -> None:
+    """Greedy and beam-search error rates on the held-out lines, a few readings, and the
+    alignment picture of one line when ``alignment_path`` is given."""
     greedy_error_rate, greedy_hypotheses = evaluate(model, held_out, device)
-    beam_lines = held_out.select(slice(0, args.beam_lines))
-    beam_error_rate, _ = evaluate(model, beam_lines, device, beam_width=args.beam_width)
-    print(f"{name}: held-out label error rate {100 * greedy_error_rate:.2f}% greedy ({len(held_out)} lines), "
-          f"{100 * beam_error_rate:.2f}% beam search width {args.beam_width} (first {len(beam_lines)} lines)")
-    for n in range(3):
+    summary = f"{name}: held-out label error rate {100 * greedy_error_rate:.2f}% greedy ({len(held_out)} lines)"
+    if args.beam_lines > 0:
+        beam_lines = held_out.select(slice(0, args.beam_lines))
+        beam_error_rate, _ = evaluate(model, beam_lines, device, beam_width=args.beam_width)
+        summary += (f", {100 * beam_error_rate:.2f}% beam search width {args.beam_width} "
+                    f"(first {len(beam_lines)} lines)")
+    print(summary)
+    for n in range(min(3, len(held_out))):
         truth = "".join(CLASS_NAMES[c] for c in held_out.targets[n, :held_out.target_lengths[n]].tolist())
         read = "".join(CLASS_NAMES[c] for c in greedy_hypotheses[n])
         print(f"  line {n}: truth {truth:<10}  read {read}")
-    if args.no_plots:
+    if alignment_path is None:
         return
+    sample = held_out.select(slice(args.plot_line, args.plot_line + 1))
+    with torch.no_grad():
+        logits = model.eval()(sample.images.to(device))[:, 0].cpu()  # (T, C)
+    frames = int(LineReader.frame_lengths(sample.widths)[0])
     try:
-        with torch.no_grad():
-            model.eval()
-            sample = held_out.select(slice(args.plot_line, args.plot_line + 1))
-            logits = model(sample.images.to(device))[:, 0].cpu()  # (T, C)
-        frames = int(LineReader.frame_lengths(sample.widths)[0])
         path = ctc_ext.plot_alignment(
             logits.log_softmax(-1), sample.targets[0, :sample.target_lengths[0]], input_length=frames, blank=BLANK,
-            path=Path(args.out_dir) / f"alignment{'' if name == 'ctc_ext' else '_' + name}.png", labels=CLASS_NAMES,
-            image=sample.images[0, :, :2 * frames], title=f"held-out line {args.plot_line} after training ({name})")
-        print(f"  wrote {path}")
+            path=alignment_path, labels=CLASS_NAMES, image=sample.images[0, :, :2 * frames],
+            title=f"held-out line {args.plot_line} after training ({name})")
+        print(f"wrote {path}")
     except ImportError as error:
-        print(f"  no alignment picture: {error}")
+        print(f"no alignment picture: {error}")
 
 
 def plot_curves(histories: Dict[str, History], path: Path) -> Optional[Path]:
@@ -322,7 +332,7 @@ def plot_curves(histories: Dict[str, History], path: Path) -> Optional[Path]:
     loss_axes, error_axes = figure.subplots(1, 2)
     for name, history in histories.items():
         epochs = range(1, len(history.loss) + 1)
-        label = f"{name} ({history.seconds[-1]:.0f} s)"
+        label = f"{name} ({history.training_seconds[-1]:.0f} s of training)"
         loss_axes.plot(epochs, history.loss, marker="o", label=label)
         error_axes.plot(epochs, [100 * rate for rate in history.label_error_rate], marker="o", label=label)
     loss_axes.set(xlabel="epoch", ylabel="training loss (per digit)", yscale="log", title="CTC loss")
@@ -350,8 +360,9 @@ def init_process_group(rank: int, world_size: int, port: int, backend: str) -> N
     """Joins a process group on localhost (no torchrun): gloo on CPU, NCCL on GPUs."""
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
-    if backend == "gloo":
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only, whatever else the machine has
+    if backend == "gloo" and sys.platform.startswith("linux"):
+        # Loopback only: in containers the host name can resolve to an address gloo cannot reach.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group(backend, rank=rank, world_size=world_size)
 
 
@@ -363,9 +374,15 @@ def _ddp_worker(rank: int, world_size: int, port: int, args) -> None:
     torch.set_num_threads(max(1, args.threads // world_size))
     init_process_group(rank, world_size, port, "nccl" if use_cuda else "gloo")
     try:
-        history = train(args, ctc_ext_loss(), f"ddp x{world_size}", device, rank, world_size)
+        history, model, held_out = train(args, ctc_ext_loss(), f"ddp x{world_size}", device, rank, world_size)
         if rank == 0:
-            plot_curves({f"ctc_ext, DDP x{world_size}": history}, Path(args.out_dir) / "training_curves_ddp.png")
+            report_final(args, model, held_out, device, f"ctc_ext, DDP x{world_size}",
+                         None if args.no_plots else Path(args.out_dir) / "alignment_ddp.png")
+            if not args.no_plots:
+                path = plot_curves({f"ctc_ext, DDP x{world_size}": history},
+                                   Path(args.out_dir) / "training_curves_ddp.png")
+                if path:
+                    print(f"wrote {path}")
     finally:
         dist.destroy_process_group()
 
@@ -384,7 +401,10 @@ def parse_args(argv=None):
     parser.add_argument("--beam-lines", type=int, default=100, help="held-out lines decoded with beam search")
     parser.add_argument("--plot-line", type=int, default=0, help="held-out line drawn in alignment.png")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (in total over --ddp processes)")
+    # One thread: this model's operations are too small to gain from a second one, and on a
+    # 2-core machine shared with other work a second OpenMP thread slowed training 10-25 times.
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (with --ddp: divided over the processes, at least 1 each)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compare-builtin", action="store_true",
                         help="train again from the same seed with torch.nn.functional.ctc_loss and compare")
@@ -411,11 +431,16 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    histories = {"ctc_ext": train(args, ctc_ext_loss(), "ctc_ext", device)}
+    history, model, held_out = train(args, ctc_ext_loss(), "ctc_ext", device)
+    report_final(args, model, held_out, device, "ctc_ext",
+                 None if args.no_plots else Path(args.out_dir) / "alignment.png")
+    histories = {"ctc_ext": history}
     if args.compare_builtin:
-        histories["built-in"] = train(args, builtin_loss(), "built-in", device)
+        histories["built-in"], builtin_model, _ = train(args, builtin_loss(), "built-in", device)
+        report_final(args, builtin_model, held_out, device, "built-in", None)
         for name, history in histories.items():
-            print(f"{name:>8}: training {history.seconds[-1]:.1f} s, final held-out LER "
+            print(f"{name:>8}: {history.training_seconds[-1]:.1f} s of training steps "
+                  f"({history.seconds[-1]:.1f} s with evaluation), final held-out LER "
                   f"{100 * history.label_error_rate[-1]:.2f}%")
     if not args.no_plots:
         path = plot_curves(histories, Path(args.out_dir) / "training_curves.png")

@@ -16,7 +16,6 @@ Writes ``training_curves.png`` and ``alignment.png`` (one held-out line: occupan
 forced alignment and per-frame argmax) into ``--out-dir``.
 """
 import argparse
-import math
 import os
 import socket
 import sys

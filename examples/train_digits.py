@@ -420,6 +420,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    try:
+        import sklearn  # noqa: F401  (the data)
+        import tqdm  # noqa: F401  (the progress bar)
+    except ImportError as error:
+        sys.exit(f"{error.name} is missing: pip install ctc_ext[examples] (scikit-learn, tqdm, matplotlib)")
     started = time.perf_counter()
     if args.ddp > 1:
         if args.device == "cuda" and torch.cuda.device_count() < args.ddp:

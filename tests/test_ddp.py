@@ -1,5 +1,6 @@
 """DistributedDataParallel over 2 local processes (gloo on loopback): one step over a global
-batch gives the gradients of one single-process step over that batch."""
+batch gives the gradients of one single-process step over that batch; and the example's --ddp 2
+runs end to end."""
 import sys
 import time
 from pathlib import Path
@@ -9,6 +10,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+import ctc_ext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import train_digits  # noqa: E402  (the example is a script, not a package; the workers import it too)
@@ -80,3 +83,14 @@ def test_ddp_step_over_shards_equals_single_process_step_over_global_batch(tmp_p
     first_shard_only = gradients_of_one_step(fresh_model(), global_batch().select(slice(0, GLOBAL_BATCH // WORLD_SIZE)))
     assert not all(torch.allclose(first_shard_only[name], gradient, rtol=1e-3, atol=1e-5)
                    for name, gradient in single_process.items())
+
+
+@pytest.mark.skipif(not all(hasattr(ctc_ext, name) for name in ("greedy_decode", "beam_search")),
+                    reason="needs ctc_ext.greedy_decode and beam_search")
+def test_example_script_trains_one_short_epoch_over_two_processes(capfd):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    train_digits.main(["--ddp", "2", "--epochs", "1", "--lines-per-epoch", "64", "--batch-size", "16",
+                       "--held-out-lines", "16", "--beam-lines", "4", "--no-plots", "--no-progress"])
+    output = capfd.readouterr().out
+    assert "ddp x2 epoch  1" in output and "DDP x2: held-out label error rate" in output

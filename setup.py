@@ -1,7 +1,8 @@
 """Build of the ctc_ext C++ (and optionally CUDA) extension.
 
-Sources are found under csrc/: every *.cpp is always built; every *.cu is added when CUDA is
-available (torch built with CUDA and CUDA_HOME found) or forced with FORCE_CUDA=1.  Install with
+Sources are found under csrc/: every *.cpp is always built; every *.cu is added when torch is a
+CUDA build and CUDA_HOME is found (no GPU needed), or forced with FORCE_CUDA=1.
+TORCH_CUDA_ARCH_LIST picks the GPU architectures (default 8.0;9.0).  Install with
 `pip install --no-build-isolation .` into an environment that already has the torch you will run
 with (see the README for why).
 """
@@ -38,7 +39,7 @@ def cuda_library_include_dirs():
     found = []
     for entry in torch.__path__:
         site_packages = os.path.dirname(os.path.abspath(entry))
-        found += sorted(glob.glob(os.path.join(site_packages, "nvidia", "cu*", "include")))
+        found += sorted(glob.glob(os.path.join(site_packages, "nvidia", "cu[0-9]*", "include")))
     return found
 
 

@@ -22,17 +22,22 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 step "installing torch 2.14.1 (CUDA build) and test tools"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.14.1 numpy pytest ninja setuptools wheel
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.14.1 numpy pytest ninja setuptools
 
 step "building ctc_ext with CUDA kernels (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
 BUILD="$ROOT/build/cuda"
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 # CUDA library headers (cusparse.h, ...) of the pip wheels live only here.
 export CPATH="$SITE/nvidia/cu13/include${CPATH:+:$CPATH}"
-(cd "$ROOT" && FORCE_CUDA=1 "$VENV/bin/python" setup.py -q build --build-base "$BUILD" 2>&1 \
-  | grep -v -e "^copying" -e "Warning: .*deprecated" || true)
+mkdir -p "$BUILD"
+if ! (cd "$ROOT" && FORCE_CUDA=1 "$VENV/bin/python" setup.py -q build --build-base "$BUILD" > "$BUILD/build.log" 2>&1); then
+  tail -n 60 "$BUILD/build.log"
+  echo "CUDA build failed (full log: $BUILD/build.log)"
+  exit 1
+fi
+grep -e "^ctc_ext:" "$BUILD/build.log"
 LIB="$(ls -d "$BUILD"/lib.* | head -n 1)"
-test -f "$(ls "$LIB"/ctc_ext/_C*.so)"
+ls "$LIB"/ctc_ext/_C*.so
 export PYTHONPATH="$LIB"
 
 step "import and kernel coverage"

@@ -145,3 +145,11 @@ def test_runs_on_the_tensors_device_and_current_stream():
         on_stream = ctc_ext.ctc_loss(*inputs, reduction="none")
     stream.synchronize()
     assert torch.equal(on_stream, reference)
+
+
+def test_lengths_given_on_the_host_are_checked_there():
+    logits, targets, input_lengths, target_lengths = sample_inputs(10, 2, 5, 3, "cuda", seed=9)
+    with pytest.raises(RuntimeError, match="input_lengths must be at most T"):
+        ctc_ext.ctc_loss(logits, targets.cpu(), [11, 10], target_lengths.cpu())
+    loss = ctc_ext.ctc_loss(logits, targets.cpu(), input_lengths.tolist(), target_lengths.tolist(), reduction="mean")
+    torch.testing.assert_close(loss, ctc_ext.ctc_loss(logits, targets, input_lengths, target_lengths))

@@ -5,7 +5,8 @@
 #      .venv in the same checkout is left alone;
 #   3. it imports, and every ctc_ext op with a CPU kernel has a CUDA kernel;
 #   4. the GPU tests (tests/test_cuda.py) run, and skip without a GPU;
-#   5. the CUDA kernels run on the CPU through the emulation header, under AddressSanitizer.
+#   5. the CUDA kernels run on the CPU through the emulation header, under AddressSanitizer
+#      (and ThreadSanitizer with CTC_EXT_CI_TSAN=1).
 # The emulated tests also run without ASan in the main suite (scripts/test.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,4 +63,19 @@ step "emulated CUDA kernels under AddressSanitizer"
 LIBASAN="$(g++ -print-file-name=libasan.so)"
 (cd "$LIB" && CTC_EXT_EMULATION_ASAN=1 LD_PRELOAD="$LIBASAN" ASAN_OPTIONS=detect_leaks=0 \
   "${PYTEST[@]}" --rootdir "$ROOT" -m cuda_emulation "$ROOT/tests/cuda_emulation")
+
+# ThreadSanitizer over the same tests finds races between the threads of a block (a missing
+# __syncthreads); opt-in because it adds about 3 minutes.  Built without the sanitizer preloaded
+# (the compilers must not run under it), then run with it.
+if [ "${CTC_EXT_CI_TSAN:-0}" = "1" ]; then
+  step "emulated CUDA kernels under ThreadSanitizer"
+  (cd "$ROOT/tests/cuda_emulation" && CTC_EXT_EMULATION_TSAN=1 "$VENV/bin/python" -c \
+    "import conftest
+try:
+    conftest._build()
+except (ImportError, OSError):
+    pass  # libtsan must be preloaded to import it; the build is what we wanted here")
+  (cd "$LIB" && CTC_EXT_EMULATION_TSAN=1 LD_PRELOAD="$(g++ -print-file-name=libtsan.so)" \
+    TSAN_OPTIONS="halt_on_error=1" "${PYTEST[@]}" --rootdir "$ROOT" -m cuda_emulation "$ROOT/tests/cuda_emulation")
+fi
 step "CUDA CI done"

@@ -2,8 +2,9 @@
 
 The CUDA kernel source (csrc/cuda/ctc_loss_kernels.cuh) and the CUDA host code
 (csrc/cuda/ctc_loss_host.h) are compiled with g++ against csrc/cuda/emulation/cuda_emulation.h.
-CTC_EXT_EMULATION_ASAN=1 builds it with AddressSanitizer (run python with libasan preloaded, see
-scripts/ci_cuda.sh).  The build lives under build/ of the checkout, one folder per flavour.
+CTC_EXT_EMULATION_ASAN=1 builds it with AddressSanitizer, CTC_EXT_EMULATION_TSAN=1 with
+ThreadSanitizer (races between the threads of a block); run python with libasan / libtsan
+preloaded, see scripts/ci_cuda.sh.  The build lives under build/ of the checkout, one folder per flavour.
 """
 import os
 
@@ -16,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _build():
     asan = os.environ.get("CTC_EXT_EMULATION_ASAN", "0") == "1"
-    flavour = "asan" if asan else "release"
+    tsan = os.environ.get("CTC_EXT_EMULATION_TSAN", "0") == "1"
+    flavour = "asan" if asan else "tsan" if tsan else "release"
     build_dir = os.path.join(ROOT, "build", f"cuda_emulation_{flavour}")
     os.makedirs(build_dir, exist_ok=True)
     cflags = ["-O2", "-g", "-pthread", "-DCTC_EXT_CUDA_EMULATION=1"]
@@ -24,6 +26,9 @@ def _build():
     if asan:
         cflags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         ldflags += ["-fsanitize=address"]
+    if tsan:
+        cflags += ["-fsanitize=thread"]
+        ldflags += ["-fsanitize=thread"]
     return load(
         name=f"ctc_cuda_emulation_{flavour}",
         sources=[os.path.join(ROOT, "tests", "cuda_emulation", "emulation_ext.cpp"),

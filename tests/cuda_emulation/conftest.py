@@ -4,7 +4,8 @@ The CUDA kernel source (csrc/cuda/ctc_loss_kernels.cuh) and the CUDA host code
 (csrc/cuda/ctc_loss_host.h) are compiled with g++ against csrc/cuda/emulation/cuda_emulation.h.
 CTC_EXT_EMULATION_ASAN=1 builds it with AddressSanitizer, CTC_EXT_EMULATION_TSAN=1 with
 ThreadSanitizer (races between the threads of a block); run python with libasan / libtsan
-preloaded, see scripts/ci_cuda.sh.  The build lives under build/ of the checkout, one folder per flavour.
+preloaded, see scripts/ci_cuda.sh.  The build lives under build/ of the checkout, one folder per
+flavour and torch version.
 """
 import os
 
@@ -19,7 +20,9 @@ def _build():
     asan = os.environ.get("CTC_EXT_EMULATION_ASAN", "0") == "1"
     tsan = os.environ.get("CTC_EXT_EMULATION_TSAN", "0") == "1"
     flavour = "asan" if asan else "tsan" if tsan else "release"
-    build_dir = os.path.join(ROOT, "build", f"cuda_emulation_{flavour}")
+    # One folder per torch version too: an extension built against another torch must not load.
+    torch_version = "".join(c if c.isalnum() else "_" for c in torch.__version__)
+    build_dir = os.path.join(ROOT, "build", f"cuda_emulation_{flavour}_torch{torch_version}")
     os.makedirs(build_dir, exist_ok=True)
     cflags = ["-O2", "-g", "-pthread", "-DCTC_EXT_CUDA_EMULATION=1"]
     ldflags = ["-pthread"]

@@ -1,7 +1,8 @@
 """Build of the ctc_ext C++ (and optionally CUDA) extension.
 
-Sources are found under csrc/: every *.cpp is always built; every *.cu is added when CUDA is
-available (torch built with CUDA and CUDA_HOME found) or forced with FORCE_CUDA=1.  Install with
+Sources are found under csrc/: every *.cpp is always built; every *.cu is added when torch is a
+CUDA build and CUDA_HOME is found (no GPU needed), or forced with FORCE_CUDA=1.
+TORCH_CUDA_ARCH_LIST picks the GPU architectures (default 8.0;9.0).  Install with
 `pip install --no-build-isolation .` into an environment that already has the torch you will run
 with (see the README for why).
 """
@@ -22,15 +23,30 @@ def sources(pattern):
 
 
 def want_cuda():
+    # A GPU is not needed to build: torch with CUDA plus a CUDA toolkit is enough.
     if os.environ.get("FORCE_CUDA", "0") == "1":
         return True
-    return torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+# Ampere and Hopper by default: two device-code builds keep compile time small on small machines.
+DEFAULT_CUDA_ARCH_LIST = "8.0;9.0"
+
+
+def cuda_library_include_dirs():
+    # pip-installed CUDA libraries (site-packages/nvidia/cu13/include, ...) hold headers such as
+    # cusparse.h that some torch CUDA headers include and a bare toolkit may lack.
+    found = []
+    for entry in torch.__path__:
+        site_packages = os.path.dirname(os.path.abspath(entry))
+        found += sorted(glob.glob(os.path.join(site_packages, "nvidia", "cu[0-9]*", "include")))
+    return found
 
 
 def extension():
     debug = os.environ.get("CTC_EXT_DEBUG", "0") == "1"
     cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
-    cxx_flags += ["-std=c++17", "-fvisibility=hidden"]
+    cxx_flags += ["-std=c++20", "-fvisibility=hidden"]  # torch >= 2.14 headers need C++20
     extra_link = []
     if os.environ.get("CTC_EXT_ASAN", "0") == "1":
         cxx_flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
@@ -42,13 +58,16 @@ def extension():
     use_cuda = want_cuda()
     if use_cuda:
         cu_sources = sources("*.cu")
-        nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        nvcc_flags = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
         define_macros.append(("CTC_EXT_WITH_CUDA", "1"))
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
+        include_dirs = cuda_library_include_dirs()
         print(f"ctc_ext: building CPU + CUDA ({len(cu_sources)} .cu files), CUDA_HOME={CUDA_HOME}, "
-              f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '<torch default>')}")
+              f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}, extra includes {include_dirs}")
         return CUDAExtension(
             "ctc_ext._C",
             cpp_sources + cu_sources,
+            include_dirs=include_dirs,
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=extra_link,

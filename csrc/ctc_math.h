@@ -83,7 +83,7 @@ CTC_HOST_DEVICE inline int64_t log_alpha_offset(int64_t n, int64_t label_start, 
   return max_input_length * (2 * label_start + n);
 }
 
-inline int64_t log_alpha_numel(int64_t batch_size, int64_t num_target_slots, int64_t max_input_length) {
+CTC_HOST_DEVICE inline int64_t log_alpha_numel(int64_t batch_size, int64_t num_target_slots, int64_t max_input_length) {
   return max_input_length * (2 * num_target_slots + batch_size);
 }
 

@@ -118,9 +118,15 @@ def ctc_loss(
         raise ValueError(f"blank must be in [0, C) = [0, {C}), got {blank}")
     if targets.dim() == 2 and targets.shape[0] != N:
         raise ValueError(f"padded targets must be (N, S) with N = {N}, got shape {tuple(targets.shape)}")
-    input_lengths = _as_length_tensor(input_lengths, "input_lengths", N, logits.device)
-    target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, logits.device)
-    targets = targets.to(logits.device)
+    # Targets and lengths that come from the host stay there: the CUDA op then checks their
+    # values on the host (a clear error) before copying them; on the device it checks them
+    # without a synchronisation and marks an invalid sample's loss NaN.
+    on_host = logits.is_cuda and all(not isinstance(value, Tensor) or value.device.type == "cpu"
+                                     for value in (targets, input_lengths, target_lengths))
+    values_device = torch.device("cpu") if on_host else logits.device
+    input_lengths = _as_length_tensor(input_lengths, "input_lengths", N, values_device)
+    target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, values_device)
+    targets = targets.to(values_device)
 
     if torch.is_grad_enabled() and logits.requires_grad:
         losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
@@ -130,4 +136,4 @@ def ctc_loss(
         return losses.squeeze(0) if unbatched else losses
     if reduction == "sum":
         return losses.sum()
-    return (losses / target_lengths.clamp_min(1).to(losses.dtype)).mean()
+    return (losses / target_lengths.clamp_min(1).to(losses.device, losses.dtype)).mean()

@@ -1,0 +1,250 @@
+"""The CUDA kernels and CUDA host code, executed on the CPU through the emulation header.
+
+Every test compares the emulated CUDA ops with the CPU op (ctc_ext.ops, float64 to 1e-9) and,
+where the semantics coincide, with torch.nn.functional.ctc_loss on log_softmax of the logits.
+Run alone with `pytest -m cuda_emulation`.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ctc_ext
+
+pytestmark = pytest.mark.cuda_emulation
+
+SMALL_GPU = 2   # multiprocessor count given to the launch configuration: grid-stride loops run
+
+
+def make_problem(T, N, C, lengths, target_lengths, blank=0, dtype=torch.float64, padded=True, seed=0,
+                 index_dtype=torch.int64, repeats=False):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, N, C, generator=generator, dtype=torch.float64).to(dtype)
+    labels = [c for c in range(C) if c != blank]
+    S = max(max(target_lengths), 1)
+    targets = torch.empty(N, S, dtype=index_dtype)
+    for n in range(N):
+        pick = torch.randint(0, len(labels), (S,), generator=generator)
+        if repeats:
+            pick[1::2] = pick[0::2][: pick[1::2].numel()]  # adjacent equal labels
+        targets[n] = torch.tensor([labels[i] for i in pick], dtype=index_dtype)
+    input_lengths = torch.tensor(lengths, dtype=torch.int64)
+    target_lengths = torch.tensor(target_lengths, dtype=torch.int64)
+    if not padded:
+        targets = torch.cat([targets[n, : target_lengths[n]] for n in range(N)])
+    return logits, targets, input_lengths, target_lengths
+
+
+def run_both(emulated, logits, targets, input_lengths, target_lengths, blank=0, zero_infinity=False,
+             grad_nll=None, multiprocessor_count=SMALL_GPU):
+    """(nll, log_alpha, log_normalizer, grad) from the emulated CUDA ops and from the CPU op."""
+    N = logits.shape[1]
+    results = []
+    for forward, backward, extra in ((emulated.forward, emulated.backward, (multiprocessor_count,)),
+                                     (ctc_ext.ops.ctc_loss_forward, ctc_ext.ops.ctc_loss_backward, ())):
+        nll, log_alpha, log_normalizer = forward(logits, targets, input_lengths, target_lengths, blank, True, *extra)
+        scale = grad_nll if grad_nll is not None else torch.linspace(0.5, 1.5, N, dtype=nll.dtype)
+        grad = backward(scale, logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer, blank,
+                        zero_infinity, *extra)
+        results.append((nll, log_alpha, log_normalizer, grad))
+    return results
+
+
+def assert_close_to_cpu(emulated_result, cpu_result, tol=1e-9):
+    for name, got, want in zip(("nll", "log_alpha", "log_normalizer", "grad"), emulated_result, cpu_result):
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol, equal_nan=True, msg=lambda m: f"{name}: {m}")
+
+
+def builtin_loss_and_grad(logits, targets, input_lengths, target_lengths, blank, zero_infinity, grad_nll):
+    x = logits.detach().clone().requires_grad_()
+    loss = F.ctc_loss(x.log_softmax(2), targets, input_lengths, target_lengths, blank=blank, reduction="none",
+                      zero_infinity=zero_infinity)
+    (loss * grad_nll).sum().backward()
+    return loss.detach(), x.grad
+
+
+@pytest.mark.parametrize("T,N,C,lengths,target_lengths", [
+    (12, 3, 6, [12, 10, 7], [4, 3, 1]),
+    (30, 2, 20, [30, 25], [10, 12]),
+    (8, 5, 3, [8, 8, 6, 4, 2], [3, 2, 2, 1, 1]),
+    (40, 1, 50, [40], [15]),
+])
+def test_float64_matches_cpu_op_and_builtin(emulated, T, N, C, lengths, target_lengths):
+    problem = make_problem(T, N, C, lengths, target_lengths)
+    emulated_result, cpu_result = run_both(emulated, *problem)
+    assert_close_to_cpu(emulated_result, cpu_result)
+    grad_nll = torch.linspace(0.5, 1.5, N, dtype=torch.float64)
+    loss, grad = builtin_loss_and_grad(*problem, 0, False, grad_nll)
+    torch.testing.assert_close(emulated_result[0], loss, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(emulated_result[3], grad, rtol=1e-9, atol=1e-9)
+
+
+def test_lattice_wider_than_a_block(emulated):
+    # 2 * 150 + 1 = 301 states > 256 threads: threads loop over the lattice row
+    problem = make_problem(170, 2, 12, [170, 160], [150, 140], seed=1)
+    assert emulated.launch_shapes(170, 2, 12, problem[1].numel(), 150, 8, SMALL_GPU)[4] == 256
+    emulated_result, cpu_result = run_both(emulated, *problem)
+    assert torch.isfinite(emulated_result[0]).all()
+    assert_close_to_cpu(emulated_result, cpu_result)
+    loss, grad = builtin_loss_and_grad(*problem, 0, False, torch.linspace(0.5, 1.5, 2, dtype=torch.float64))
+    torch.testing.assert_close(emulated_result[3], grad, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("blank", [3, 6])
+def test_blank_not_zero(emulated, blank):
+    problem = make_problem(15, 3, 7, [15, 12, 9], [5, 4, 2], blank=blank, seed=2)
+    emulated_result, cpu_result = run_both(emulated, *problem, blank=blank)
+    assert_close_to_cpu(emulated_result, cpu_result)
+    loss, grad = builtin_loss_and_grad(*problem, blank, False, torch.linspace(0.5, 1.5, 3, dtype=torch.float64))
+    torch.testing.assert_close(emulated_result[0], loss, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(emulated_result[3], grad, rtol=1e-9, atol=1e-9)
+
+
+def test_empty_targets_and_empty_inputs(emulated):
+    problem = make_problem(6, 4, 5, [6, 3, 0, 0], [0, 0, 0, 2], seed=3)
+    emulated_result, cpu_result = run_both(emulated, *problem)
+    assert_close_to_cpu(emulated_result, cpu_result)
+    logits = problem[0]
+    expected = -logits[:6, 0].log_softmax(-1)[:, 0].sum()
+    torch.testing.assert_close(emulated_result[0][0], expected, rtol=1e-12, atol=1e-12)
+    assert emulated_result[0][2] == 0 and emulated_result[0][3] == float("inf")
+
+
+def test_impossible_samples_give_inf_loss_and_nan_gradient(emulated):
+    # sample 1: 3 labels in 2 frames; sample 2: "a a" needs 3 frames, has 2
+    logits, targets, input_lengths, target_lengths = make_problem(5, 3, 4, [5, 2, 2], [2, 3, 2], seed=4)
+    targets[2, :2] = 1
+    emulated_result, cpu_result = run_both(emulated, logits, targets, input_lengths, target_lengths)
+    assert_close_to_cpu(emulated_result, cpu_result)
+    nll, grad = emulated_result[0], emulated_result[3]
+    assert torch.isfinite(nll[0]) and nll[1] == float("inf") and nll[2] == float("inf")
+    assert grad[:2, 1:].isnan().all() and (grad[2:, 1:] == 0).all() and torch.isfinite(grad[:, 0]).all()
+
+
+def test_zero_infinity(emulated):
+    logits, targets, input_lengths, target_lengths = make_problem(6, 3, 5, [6, 2, 4], [3, 3, 1], seed=5)
+    emulated_result, cpu_result = run_both(emulated, logits, targets, input_lengths, target_lengths,
+                                           zero_infinity=True)
+    assert_close_to_cpu(emulated_result, cpu_result)
+    assert (emulated_result[3][:, 1] == 0).all()
+    grad_nll = torch.linspace(0.5, 1.5, 3, dtype=torch.float64)
+    _, grad = builtin_loss_and_grad(logits, targets, input_lengths, target_lengths, 0, True, grad_nll)
+    torch.testing.assert_close(emulated_result[3], grad, rtol=1e-9, atol=1e-9)
+
+
+def test_ragged_lengths_leave_padding_frames_zero(emulated):
+    problem = make_problem(25, 4, 9, [25, 13, 7, 1], [8, 6, 3, 1], seed=6)
+    emulated_result, cpu_result = run_both(emulated, *problem)
+    assert_close_to_cpu(emulated_result, cpu_result)
+    grad, log_normalizer = emulated_result[3], emulated_result[2]
+    for n, length in enumerate([25, 13, 7, 1]):
+        assert (grad[length:, n] == 0).all()
+        assert (log_normalizer[n, length:] == 0).all()
+        # the Eq. 16 gradient of the logits sums to zero over classes (times grad_nll)
+        torch.testing.assert_close(grad[:length, n].sum(-1), torch.zeros(length, dtype=torch.float64),
+                                   atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_concatenated_targets_and_repeated_labels(emulated, index_dtype):
+    problem = make_problem(30, 3, 4, [30, 22, 28], [9, 7, 10], padded=False, seed=7, index_dtype=index_dtype,
+                           repeats=True)
+    emulated_result, cpu_result = run_both(emulated, *problem)
+    assert torch.isfinite(emulated_result[0]).all()
+    assert_close_to_cpu(emulated_result, cpu_result)
+    _, grad = builtin_loss_and_grad(*problem, 0, False, torch.linspace(0.5, 1.5, 3, dtype=torch.float64))
+    torch.testing.assert_close(emulated_result[3], grad, rtol=1e-9, atol=1e-9)
+
+
+def test_one_label_repeated_through_the_band(emulated):
+    # every label equal: one class owns a long chain of states in every row
+    logits, targets, input_lengths, target_lengths = make_problem(40, 2, 3, [40, 33], [12, 10], seed=8)
+    targets.fill_(2)
+    emulated_result, cpu_result = run_both(emulated, logits, targets, input_lengths, target_lengths)
+    assert torch.isfinite(emulated_result[0]).all()
+    assert_close_to_cpu(emulated_result, cpu_result)
+
+
+def test_bitwise_deterministic_across_runs_and_grid_sizes(emulated):
+    problem = make_problem(40, 3, 30, [40, 31, 20], [12, 9, 5], seed=9, dtype=torch.float32)
+    reference = run_both(emulated, *problem)[0]
+    for multiprocessor_count in (SMALL_GPU, SMALL_GPU, 1, 7):
+        again = run_both(emulated, *problem, multiprocessor_count=multiprocessor_count)[0]
+        for got, want in zip(again, reference):
+            assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
+def test_reduced_precision_matches_cpu_op(emulated, dtype, tol):
+    problem = make_problem(20, 3, 11, [20, 16, 9], [6, 5, 3], dtype=dtype, seed=10)
+    emulated_result, cpu_result = run_both(emulated, *problem)
+    assert emulated_result[3].dtype == dtype and emulated_result[0].dtype == torch.float32
+    assert_close_to_cpu(emulated_result, cpu_result, tol=tol)
+
+
+def test_forward_without_log_alpha(emulated):
+    problem = make_problem(18, 3, 7, [18, 11, 5], [7, 4, 2], seed=11)
+    nll, log_alpha, log_normalizer = emulated.forward(*problem, 0, False, SMALL_GPU)
+    kept_nll, _, kept_normalizer = emulated.forward(*problem, 0, True, SMALL_GPU)
+    assert log_alpha.numel() == 0
+    assert torch.equal(nll, kept_nll) and torch.equal(log_normalizer, kept_normalizer)
+
+
+def test_strided_logits(emulated):
+    logits, targets, input_lengths, target_lengths = make_problem(10, 3, 6, [10, 8, 5], [4, 3, 2], seed=12)
+    batch_first = logits.transpose(0, 1).contiguous().transpose(0, 1)      # strides (C, T*C, 1)
+    class_strided = logits.transpose(0, 2).contiguous().transpose(0, 2)    # class stride != 1
+    expected = run_both(emulated, logits, targets, input_lengths, target_lengths)[1]
+    for view in (batch_first, class_strided):
+        got = run_both(emulated, view, targets, input_lengths, target_lengths)[0]
+        assert_close_to_cpu(got, expected)
+        assert got[3].stride() == torch.empty_like(view).stride()
+
+
+def test_invalid_values_give_nan_on_device_without_reading_out_of_range(emulated):
+    logits, targets, input_lengths, target_lengths = make_problem(8, 6, 5, [8] * 6, [3] * 6, seed=13)
+    targets[1, 0] = 5           # == C
+    targets[2, 2] = -1          # negative
+    targets[3, 1] = 0           # the blank
+    input_lengths[4] = 9        # > T
+    target_lengths[5] = 4       # > S
+    nll, log_alpha, log_normalizer = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True,
+                                                      SMALL_GPU)
+    assert torch.isfinite(nll[0]) and nll[1:].isnan().all()
+    grad = emulated.backward(torch.ones(6, dtype=torch.float64), logits, targets, input_lengths, target_lengths,
+                             nll, log_alpha, log_normalizer, 0, True, SMALL_GPU)
+    assert torch.isfinite(grad[:, 0]).all() and grad[:, 1:].isnan().all()
+    # the valid sample is unaffected
+    want = run_both(emulated, logits[:, :1], targets[:1], input_lengths[:1], target_lengths[:1])[1]
+    torch.testing.assert_close(nll[:1], want[0], rtol=1e-9, atol=1e-9)
+
+
+def test_negative_concatenated_length_invalidates_later_samples(emulated):
+    logits, targets, input_lengths, target_lengths = make_problem(8, 3, 5, [8] * 3, [2, 2, 2], padded=False,
+                                                                  seed=14)
+    target_lengths[1] = -1
+    nll, _, _ = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True, SMALL_GPU)
+    assert torch.isfinite(nll[0]) and nll[1:].isnan().all()
+
+
+def test_empty_batch_and_zero_frames(emulated):
+    for T, N in ((5, 0), (0, 3)):
+        logits = torch.randn(T, N, 4, dtype=torch.float64)
+        targets = torch.ones(N, 2, dtype=torch.int64)
+        input_lengths = torch.zeros(N, dtype=torch.int64)
+        target_lengths = torch.tensor([0, 1, 2][:N], dtype=torch.int64)
+        emulated_result, cpu_result = run_both(emulated, logits, targets, input_lengths, target_lengths)
+        assert_close_to_cpu(emulated_result, cpu_result)
+
+
+def test_launch_configuration_fills_a_gpu_for_small_batches(emulated):
+    # T = 500, N = 1, C = 1024 on a 132-SM GPU: the gradient rows use many blocks, not one per sample
+    normalizer, lattice, gradient = (emulated.launch_shapes(500, 1, 1024, 100, 100, 4, 132)[i:i + 3]
+                                     for i in (0, 3, 6))
+    assert normalizer[0] == 500 and gradient[0] == 500
+    assert lattice[0] == 1 and lattice[1] == 224  # 2 * 100 + 1 states, whole warps
+    assert emulated.launch_shapes(500, 1, 1024, 3000, 3000, 4, 132)[4] == 256  # then threads loop
+    assert gradient[2] == gradient[1] * 4 and normalizer[2] <= 48 * 1024
+    big = emulated.launch_shapes(1000, 64, 30000, 64 * 3000, 3000, 8, 132)
+    assert big[0] == 32 * 132 and big[6] == 16 * 132  # grid-stride beyond this many blocks
+    assert max(big[2], big[5], big[8]) <= 48 * 1024

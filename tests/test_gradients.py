@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import ctc_ext
-from conftest import make_batch
+from ctc_cases import make_batch
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import ctc_ext
-from conftest import builtin_loss, random_labels
+from ctc_cases import builtin_loss, random_labels
 
 
 def compare_with_builtin(T, N, C, target_lengths, seed):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import ctc_ext
-from conftest import make_batch
+from ctc_cases import make_batch
 
 
 def forward_inputs(target_format, keep_log_alpha, dtype, requires_grad):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ctc_ext
-from conftest import builtin_loss, make_batch
+from ctc_cases import builtin_loss, make_batch
 
 REDUCTIONS = ["none", "sum", "mean"]
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import ctc_ext
-from conftest import builtin_loss, make_batch
+from ctc_cases import builtin_loss, make_batch
 
 MANTISSA_BITS = {torch.float16: 10, torch.bfloat16: 7}
 SMALLEST_SUBNORMAL_EXPONENT = {torch.float16: -24, torch.bfloat16: -133}

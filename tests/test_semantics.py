@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import ctc_ext
-from conftest import builtin_loss, make_batch
+from ctc_cases import builtin_loss, make_batch
 
 
 def test_empty_target_costs_the_blank_path():

@@ -1,8 +1,11 @@
-"""Shared builders for the test suite: random CTC problems in every layout the API accepts."""
+"""Shared builders for the test suite: random CTC problems in every layout the API accepts.
+
+A plain module rather than conftest.py: tests/cuda_emulation has a conftest of its own, and
+`from conftest import ...` would pick whichever comes first on sys.path.
+"""
 import dataclasses
 from typing import List
 
-import pytest
 import torch
 
 
@@ -51,10 +54,3 @@ def builtin_loss(logits, targets, input_lengths, target_lengths, blank=0, reduct
     return torch.nn.functional.ctc_loss(logits.log_softmax(-1), targets, input_lengths, target_lengths, blank=blank,
                                         reduction=reduction, zero_infinity=zero_infinity)
 
-
-@pytest.fixture
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)

@@ -1,6 +1,6 @@
 // Body of the row primitives declared in lattice_kernels.h, included by one TU per instruction
-// set after its `#pragma GCC target` (see simd_math.h).  Each loop runs whole vectors, then
-// finishes the tail on a padded copy so that every element goes through the same arithmetic.
+// set after its `#pragma GCC target` (see simd_math.h).  Every element goes through the same
+// vector arithmetic, ragged ends included (see for_each_vector).
 #pragma once
 
 #include "simd_math.h"
@@ -22,17 +22,22 @@ inline vec log_add3(vec a, vec b, vec c) {
   return hi + vlog(acc_t(1) + vexp(mid - reference) + vexp(lo - reference));
 }
 
-// Runs `body(offset, valid)` over [begin, end) in whole vectors; the last partial vector gets
-// valid < lanes, and the body then works on padded copies.
+// Runs `body(offset, valid)` over [begin, end) in whole vectors.  A ragged end is covered by
+// one more whole vector ending at `end`, which recomputes a few elements: every body here
+// writes outputs that depend only on its inputs, so that is harmless.  Ranges shorter than a
+// vector get valid < lanes, and the body then works on padded copies.
 template <typename acc_t, typename Body>
 inline void for_each_vector(int64_t begin, int64_t end, Body body) {
   constexpr int lanes = Simd<acc_t>::lanes;
+  if (end - begin < lanes) {
+    if (end > begin) body(begin, static_cast<int>(end - begin));
+    return;
+  }
   int64_t s = begin;
   for (; s + lanes <= end; s += lanes) body(s, lanes);
-  if (s < end) body(s, static_cast<int>(end - s));
+  if (s < end) body(end - lanes, lanes);
 }
 
-// Loads `valid` elements from p (the rest `fill`).
 template <typename acc_t>
 inline typename Simd<acc_t>::vec load_partial(const acc_t* p, int valid, acc_t fill) {
   if (valid == Simd<acc_t>::lanes) return load(p);
@@ -52,21 +57,26 @@ inline void store_partial(acc_t* p, typename Simd<acc_t>::vec v, int valid) {
 template <typename acc_t>
 acc_t row_logsumexp(const acc_t* row, int64_t num_classes) {
   using vec = typename Simd<acc_t>::vec;
+  constexpr int lanes = Simd<acc_t>::lanes;
   constexpr acc_t minus_inf = -__builtin_huge_val();
+  // The max is idempotent, so the overlapping last vector of for_each_vector is fine here.
   vec max_lanes = splat<acc_t>(minus_inf);
   for_each_vector<acc_t>(0, num_classes, [&](int64_t k, int valid) {
     max_lanes = vmax(max_lanes, load_partial(row + k, valid, minus_inf));
   });
   acc_t max_value = minus_inf;
-  for (int i = 0; i < Simd<acc_t>::lanes; ++i) max_value = max_lanes[i] > max_value ? max_lanes[i] : max_value;
+  for (int i = 0; i < lanes; ++i) max_value = max_lanes[i] > max_value ? max_lanes[i] : max_value;
   // An all -inf row has no mass; a +inf entry makes the normaliser +inf (NaN rows follow below).
   if (max_value == minus_inf || max_value == -minus_inf) return max_value;
+  // The sum is not: the ragged end is one padded load instead.
   vec sum_lanes = vec{};
-  for_each_vector<acc_t>(0, num_classes, [&](int64_t k, int valid) {
-    sum_lanes += vexp(load_partial(row + k, valid, minus_inf) - max_value);
-  });
+  int64_t k = 0;
+  for (; k + lanes <= num_classes; k += lanes) sum_lanes += vexp(load<acc_t>(row + k) - max_value);
+  if (k < num_classes) {
+    sum_lanes += vexp(load_partial(row + k, static_cast<int>(num_classes - k), minus_inf) - max_value);
+  }
   acc_t sum = 0;
-  for (int i = 0; i < Simd<acc_t>::lanes; ++i) sum += sum_lanes[i];
+  for (int i = 0; i < lanes; ++i) sum += sum_lanes[i];
   return max_value + vlog(splat<acc_t>(sum))[0];
 }
 

@@ -27,9 +27,13 @@ class CTCLossFunction(torch.autograd.Function):
                               log_normalizer)
         ctx.blank = blank
         ctx.zero_infinity = zero_infinity
-        if zero_infinity:
-            return torch.where(neg_log_likelihood == float("inf"), 0.0, neg_log_likelihood)
-        return neg_log_likelihood
+        return _zero_infinite(neg_log_likelihood, zero_infinity)
+
+    @staticmethod
+    def forward_without_grad(logits, targets, input_lengths, target_lengths, blank, zero_infinity):
+        """The losses of :meth:`forward` when no gradient is wanted (no graph, no saved tensors)."""
+        neg_log_likelihood = ops.ctc_loss_forward(logits, targets, input_lengths, target_lengths, blank, False)[0]
+        return _zero_infinite(neg_log_likelihood, zero_infinity)
 
     @staticmethod
     def backward(ctx, grad_loss):
@@ -39,3 +43,9 @@ class CTCLossFunction(torch.autograd.Function):
         grad_logits = ops.ctc_loss_backward(grad_loss, logits, targets, input_lengths, target_lengths, nll,
                                             log_alpha, log_normalizer, ctx.blank, ctx.zero_infinity)
         return grad_logits, None, None, None, None, None
+
+
+def _zero_infinite(neg_log_likelihood, zero_infinity):
+    if zero_infinity:
+        return torch.where(neg_log_likelihood == float("inf"), 0.0, neg_log_likelihood)
+    return neg_log_likelihood

@@ -22,7 +22,8 @@ def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torc
             raise ValueError(f"{name} must have an integer dtype, got {lengths.dtype}")
         if lengths.dim() > 1:
             raise ValueError(f"{name} must be 1-D of size N = {batch_size}, got shape {tuple(lengths.shape)}")
-        lengths = lengths.reshape(-1)
+        if lengths.dim() != 1:
+            lengths = lengths.reshape(-1)
     else:
         if isinstance(lengths, int):
             lengths = [lengths]
@@ -122,9 +123,14 @@ def ctc_loss(
     target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, logits.device)
     targets = targets.to(logits.device)
 
-    losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
+    else:
+        # Nothing to differentiate: skip autograd.Function's per-call cost (it dominates small calls).
+        losses = CTCLossFunction.forward_without_grad(logits, targets, input_lengths, target_lengths, blank,
+                                                      zero_infinity)
     if reduction == "none":
         return losses.squeeze(0) if unbatched else losses
     if reduction == "sum":
         return losses.sum()
-    return (losses / target_lengths.clamp_min(1).to(losses.dtype)).mean()
+    return (losses / target_lengths.clamp_min(1)).mean()  # int64 lengths promote to the loss dtype

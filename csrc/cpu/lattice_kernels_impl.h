@@ -19,7 +19,9 @@ inline vec log_add3(vec a, vec b, vec c) {
   const vec mid = vmax(vmin(a, b), vmin(vmax(a, b), c));
   // A finite reference keeps (-inf) - (-inf) from making NaN; the result stays hi + 0 = -inf.
   const vec reference = vmax(hi, splat<acc_t>(Simd<acc_t>::lowest));
-  return hi + vlog(acc_t(1) + vexp(mid - reference) + vexp(lo - reference));
+  // Both exponents are <= 0 and the log's argument is in [1, 3]: the core functions suffice
+  // (NaN inputs still give NaN through hi).
+  return hi + vlog_core(acc_t(1) + vexp_core(mid - reference) + vexp_core(lo - reference));
 }
 
 // Runs `body(offset, valid)` over [begin, end) in whole vectors.  A ragged end is covered by

@@ -4,14 +4,15 @@
 // including this header, and the compiler lowers the same code to SSE2, AVX2 or AVX-512.
 //
 // Accuracy (checked by tests/test_cpu_kernels.py against libm):
-//   float:  Cephes-style exp, FreeBSD-style logf: about 1-2 ulp.
+//   float:  Cephes-style exp and log: about 1-2 ulp.
 //   double: Cody-Waite reduction + degree-13 Taylor exp, fdlibm log: about 1-2 ulp (~2e-16).
 // exp returns exactly 0 below the smallest normal result (no denormals: the kernels only use
 // exp of values whose denormal tail is far below the rounding error of the sums they enter),
 // and +inf a little before the true overflow (above 88.37 for float, 709.0 for double; the
 // kernels only take exp of values <= about 0).
 // log is exact at 0 (-inf), +inf, negative (NaN) and NaN; denormal arguments are not supported
-// (the kernels only take logs of sums >= 1).
+// (the kernels only take logs of sums >= 1).  vexp_core / vlog_core skip the special cases for
+// the lattice's inner loop, where the arguments are known to be in range.
 //
 // Include only after the per-TU target pragma; everything here lives in CTC_SIMD_NAMESPACE so
 // the differently-compiled copies never meet at link time.
@@ -82,9 +83,11 @@ inline vec vmin(vec a, vec b) {
   return a < b ? a : b;
 }
 
-// exp(x), float.  Range reduction x = n ln2 + r with n = round(x / ln2), |r| <= ln2 / 2; the
-// rounding uses the 1.5 * 2^23 trick, whose low mantissa bits then hold n for building 2^n.
-inline vfloat vexp(vfloat x) {
+// exp(x), float, for x <= 88.37 without the special cases: below -87.33 it returns about
+// 1e-38 instead of 0 (harmless inside a sum that is >= 1), and NaN is not preserved.  Range
+// reduction x = n ln2 + r with n = round(x / ln2), |r| <= ln2 / 2; the rounding uses the
+// 1.5 * 2^23 trick, whose low mantissa bits then hold n for building 2^n.
+inline vfloat vexp_core(vfloat x) {
   const vfloat clamped = vmin(vmax(x, splat(-87.33f)), splat(88.37f));
   const vfloat shifted = clamped * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23
   const vfloat n = shifted - 12582912.0f;
@@ -97,15 +100,20 @@ inline vfloat vexp(vfloat x) {
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
   const vuint32 pow2 = ((vuint32)shifted + 127u) << 23;
-  vfloat result = p * (vfloat)pow2;
+  return p * (vfloat)pow2;
+}
+
+inline vfloat vexp(vfloat x) {
+  vfloat result = vexp_core(x);
   result = x < -87.33f ? splat(0.0f) : result;
   result = x > 88.37f ? splat(__builtin_inff()) : result;
   return x != x ? x : result;  // NaN stays NaN
 }
 
-// exp(x), double.  Cody-Waite reduction with ln2 split in a 32-bit head and a tail; a degree-13
-// Taylor polynomial on |r| <= ln2 / 2 truncates below 5e-18.
-inline vdouble vexp(vdouble x) {
+// exp(x), double: vexp_core as for float (about 1e-308 below -708.39).  Cody-Waite reduction
+// with ln2 split in a 32-bit head and a tail; a degree-13 Taylor polynomial on |r| <= ln2 / 2
+// truncates below 5e-18.
+inline vdouble vexp_core(vdouble x) {
   const vdouble clamped = vmin(vmax(x, splat(-708.39)), splat(709.0));
   const vdouble shifted = clamped * 1.4426950408889634074 + 6755399441055744.0;  // 1.5 * 2^52
   const vdouble n = shifted - 6755399441055744.0;
@@ -124,38 +132,50 @@ inline vdouble vexp(vdouble x) {
   p = p * r + 0.5;
   p = p * (r * r) + r + 1.0;
   const vuint64 pow2 = ((vuint64)shifted + 1023ull) << 52;
-  vdouble result = p * (vdouble)pow2;
+  return p * (vdouble)pow2;
+}
+
+inline vdouble vexp(vdouble x) {
+  vdouble result = vexp_core(x);
   result = x < -708.39 ? splat(0.0) : result;
   result = x > 709.0 ? splat(__builtin_inf()) : result;
   return x != x ? x : result;
 }
 
-// log(x), float.  x = 2^e m with m in [sqrt(1/2), sqrt(2)), f = m - 1, s = f / (2 + f), and
-// log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)) with FreeBSD's minimax R.
-inline vfloat vlog(vfloat x) {
+// log(x), float, for finite normal x > 0 without the special cases.  x = 2^e m with m in
+// [sqrt(1/2), sqrt(2)), f = m - 1, and Cephes' degree-9 polynomial (no division).
+inline vfloat vlog_core(vfloat x) {
   const vuint32 bits = (vuint32)x;
   // Move m to [sqrt(1/2), sqrt(2)) by biasing the exponent before extracting it.
   const vuint32 biased = bits + (0x3f800000u - 0x3f3504f3u);
   const vuint32 exponent_field = biased >> 23;
   const vfloat e = (vfloat)(exponent_field | 0x4b000000u) - (8388608.0f + 127.0f);
-  const vfloat m = (vfloat)((biased & 0x007fffffu) + 0x3f3504f3u);
-  const vfloat f = m - 1.0f;
-  const vfloat s = f / (f + 2.0f);
-  const vfloat z = s * s;
-  const vfloat w = z * z;
-  const vfloat t1 = w * (0xccce13.0p-25f + w * 0xf89e26.0p-26f);
-  const vfloat t2 = z * (0xaaaaaa.0p-24f + w * 0x91e9ee.0p-25f);
-  const vfloat R = t2 + t1;
-  const vfloat hfsq = 0.5f * f * f;
-  vfloat result = e * 6.9313812256e-01f - ((hfsq - (s * (hfsq + R) + e * 9.0580006145e-06f)) - f);
+  const vfloat f = (vfloat)((biased & 0x007fffffu) + 0x3f3504f3u) - 1.0f;
+  const vfloat z = f * f;
+  vfloat p = splat(7.0376836292e-2f);
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  const vfloat y = p * f * z + e * -2.12194440e-4f - 0.5f * z;
+  return f + y + e * 0.693359375f;
+}
+
+inline vfloat vlog(vfloat x) {
+  vfloat result = vlog_core(x);
   result = x == 0.0f ? splat(-__builtin_inff()) : result;
   result = x < 0.0f ? splat(__builtin_nanf("")) : result;
   result = x == __builtin_inff() ? x : result;
   return x != x ? x : result;
 }
 
-// log(x), double: the same decomposition with fdlibm's degree-14 R.
-inline vdouble vlog(vdouble x) {
+// log(x), double, for finite normal x > 0: the same decomposition, then s = f / (2 + f) and
+// log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)) with fdlibm's degree-14 minimax R.
+inline vdouble vlog_core(vdouble x) {
   const vuint64 bits = (vuint64)x;
   const vuint64 biased = bits + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
   const vuint64 exponent_field = biased >> 52;
@@ -171,7 +191,11 @@ inline vdouble vlog(vdouble x) {
            w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
   const vdouble R = t2 + t1;
   const vdouble hfsq = 0.5 * f * f;
-  vdouble result = e * 6.93147180369123816490e-01 - ((hfsq - (s * (hfsq + R) + e * 1.90821492927058770002e-10)) - f);
+  return e * 6.93147180369123816490e-01 - ((hfsq - (s * (hfsq + R) + e * 1.90821492927058770002e-10)) - f);
+}
+
+inline vdouble vlog(vdouble x) {
+  vdouble result = vlog_core(x);
   result = x == 0.0 ? splat(-__builtin_inf()) : result;
   result = x < 0.0 ? splat(__builtin_nan("")) : result;
   result = x == __builtin_inf() ? x : result;

@@ -196,21 +196,20 @@ def time_alternating(pipelines, device, repeat):
 # ------------------------------------------------------------------------------------------
 # Peak memory.
 
-_MALLOC_PINNED = False
-
-
-def _pin_malloc_threshold():
-    """glibc: a fixed mmap threshold, so freed tensors return to the OS and RSS follows them."""
-    global _MALLOC_PINNED
-    if _MALLOC_PINNED:
-        return
+def _libc():
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def pin_malloc_threshold():
+    """glibc: a fixed mmap threshold, so freed tensors return to the OS and RSS follows them.
+    Called before any tensor of the benchmark exists."""
+    libc = _libc()
+    if libc is not None:
         libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
-    except OSError:
-        pass
-    _MALLOC_PINNED = True
 
 
 def _status_bytes(key):
@@ -232,7 +231,9 @@ def peak_memory_mb(step, device):
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
     try:
-        _pin_malloc_threshold()
+        libc = _libc()
+        if libc is not None:
+            libc.malloc_trim(0)  # what earlier steps freed leaves the resident set first
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # resets VmHWM to the current RSS
         before = _status_bytes("VmRSS")
@@ -376,6 +377,7 @@ def main(argv=None):
             parser.error(f"cannot write {path}: its directory does not exist")
     if options.threads is not None:
         torch.set_num_threads(options.threads)
+    pin_malloc_threshold()
     shapes = options.shapes or [Shape(*shape) for shape in DEFAULT_SHAPES]
 
     import ctc_ext  # noqa: F401  (fails here, not mid-run, if the extension is not built)

@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -152,9 +153,13 @@ const acc_t* frame_as_acc(const scalar_t* frame, int64_t num_classes, std::vecto
 // Asks for the cache lines of [data, data + bytes): the next frame of a sample is a strided
 // row the hardware prefetcher does not see coming.
 inline void prefetch(const void* data, int64_t bytes) {
-  const char* bytes_data = static_cast<const char*>(data);
-  for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(bytes_data + offset);
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~uintptr_t(63);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + bytes;
+  for (uintptr_t line = begin; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
 }
+
+// How many frames ahead the sweeps prefetch.
+constexpr int64_t kPrefetchFrames = 2;
 
 // emission[s] = frame[l'_s] - log_normalizer over the band [first, last].
 template <typename acc_t>
@@ -199,7 +204,9 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
   };
   acc_t* emission = ws.emission.data();
   for (int64_t t = 0; t < T_n; ++t) {
-    if (t + 1 < T_n) prefetch(sample_logits + (t + 1) * stride_t, num_classes * sizeof(scalar_t));
+    if (t + kPrefetchFrames < T_n) {
+      prefetch(sample_logits + (t + kPrefetchFrames) * stride_t, num_classes * sizeof(scalar_t));
+    }
     const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
     if (!normalizer_ready) log_normalizer[t] = kernels.row_logsumexp(frame, num_classes);
     const int64_t first = band_first(t, T_n, W);
@@ -285,9 +292,9 @@ void beta_sweep(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_log
   const int64_t W = ws.num_states;
   acc_t* emission = ws.emission.data();
   for (int64_t t = T_n - 1; t >= 0; --t) {
-    if (t > 0) {
-      prefetch(sample_logits + (t - 1) * stride_t, num_classes * sizeof(scalar_t));
-      prefetch(log_alpha_block + (t - 1) * W, W * sizeof(acc_t));
+    if (t >= kPrefetchFrames) {
+      prefetch(sample_logits + (t - kPrefetchFrames) * stride_t, num_classes * sizeof(scalar_t));
+      prefetch(log_alpha_block + (t - kPrefetchFrames) * W, W * sizeof(acc_t));
     }
     const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
     const int64_t first = band_first(t, T_n, W);

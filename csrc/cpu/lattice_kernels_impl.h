@@ -56,6 +56,27 @@ inline void store_partial(acc_t* p, typename Simd<acc_t>::vec v, int valid) {
   for (int i = 0; i < valid; ++i) p[i] = padded[i];
 }
 
+// Horizontal max / sum of one vector as a tree (log2(lanes) dependent steps, not lanes).
+template <typename acc_t>
+inline acc_t reduce_max(typename Simd<acc_t>::vec v) {
+  acc_t lanes[Simd<acc_t>::lanes];
+  store(lanes, v);
+  for (int width = Simd<acc_t>::lanes / 2; width >= 1; width /= 2) {
+    for (int i = 0; i < width; ++i) lanes[i] = lanes[i + width] > lanes[i] ? lanes[i + width] : lanes[i];
+  }
+  return lanes[0];
+}
+
+template <typename acc_t>
+inline acc_t reduce_add(typename Simd<acc_t>::vec v) {
+  acc_t lanes[Simd<acc_t>::lanes];
+  store(lanes, v);
+  for (int width = Simd<acc_t>::lanes / 2; width >= 1; width /= 2) {
+    for (int i = 0; i < width; ++i) lanes[i] += lanes[i + width];
+  }
+  return lanes[0];
+}
+
 template <typename acc_t>
 acc_t row_logsumexp(const acc_t* row, int64_t num_classes) {
   using vec = typename Simd<acc_t>::vec;
@@ -66,8 +87,7 @@ acc_t row_logsumexp(const acc_t* row, int64_t num_classes) {
   for_each_vector<acc_t>(0, num_classes, [&](int64_t k, int valid) {
     max_lanes = vmax(max_lanes, load_partial(row + k, valid, minus_inf));
   });
-  acc_t max_value = minus_inf;
-  for (int i = 0; i < lanes; ++i) max_value = max_lanes[i] > max_value ? max_lanes[i] : max_value;
+  const acc_t max_value = reduce_max<acc_t>(max_lanes);
   // An all -inf row has no mass; a +inf entry makes the normaliser +inf (NaN rows follow below).
   if (max_value == minus_inf || max_value == -minus_inf) return max_value;
   // The sum is not: the ragged end is one padded load instead.
@@ -77,9 +97,7 @@ acc_t row_logsumexp(const acc_t* row, int64_t num_classes) {
   if (k < num_classes) {
     sum_lanes += vexp(load_partial(row + k, static_cast<int>(num_classes - k), minus_inf) - max_value);
   }
-  acc_t sum = 0;
-  for (int i = 0; i < lanes; ++i) sum += sum_lanes[i];
-  return max_value + vlog(splat<acc_t>(sum))[0];
+  return max_value + vlog(splat<acc_t>(reduce_add<acc_t>(sum_lanes)))[0];
 }
 
 template <typename acc_t>

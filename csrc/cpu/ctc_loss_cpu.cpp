@@ -161,13 +161,6 @@ inline void prefetch(const void* data, int64_t bytes) {
 // How many frames ahead the sweeps prefetch.
 constexpr int64_t kPrefetchFrames = 2;
 
-// emission[s] = frame[l'_s] - log_normalizer over the band [first, last].
-template <typename acc_t>
-void gather_emissions(const acc_t* frame, acc_t log_normalizer, const SampleWorkspace<acc_t>& ws, int64_t first,
-                      int64_t last, acc_t* emission) {
-  for (int64_t s = first; s <= last; ++s) emission[s] = frame[ws.labels[s]] - log_normalizer;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Forward.
 
@@ -211,7 +204,7 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
     if (!normalizer_ready) log_normalizer[t] = kernels.row_logsumexp(frame, num_classes);
     const int64_t first = band_first(t, T_n, W);
     const int64_t last = band_last(t, W);
-    gather_emissions(frame, log_normalizer[t], ws, first, last, emission);
+    kernels.gather_emissions(frame, ws.labels.data(), log_normalizer[t], emission, first, last + 1);
     acc_t* current = alpha_row(t);
     std::fill(current, current + first, neg_inf<acc_t>());
     std::fill(current + last + 1, current + W, neg_inf<acc_t>());
@@ -299,7 +292,7 @@ void beta_sweep(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_log
     const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
     const int64_t first = band_first(t, T_n, W);
     const int64_t last = band_last(t, W);
-    gather_emissions(frame, log_normalizer[t], ws, first, last, emission);
+    kernels.gather_emissions(frame, ws.labels.data(), log_normalizer[t], emission, first, last + 1);
     acc_t* current = ws.rows.data() + (t & 1) * W;
     const acc_t* next = ws.rows.data() + ((t + 1) & 1) * W;
     std::fill(current, current + first, neg_inf<acc_t>());

@@ -27,6 +27,10 @@ struct LatticeKernels {
   // occupancy[s] = exp(log_alpha[s] + log_beta[s] - emission[s] + neg_log_likelihood), s in [begin, end).
   void (*occupancy)(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emission, acc_t neg_log_likelihood,
                     acc_t* occupancy, int64_t begin, int64_t end);
+  // emission[s] = frame[state_labels[s]] - log_normalizer, s in [begin, end) (a gather the
+  // compiler vectorises for the target).
+  void (*gather_emissions)(const acc_t* frame, const int64_t* state_labels, acc_t log_normalizer, acc_t* emission,
+                           int64_t begin, int64_t end);
   // out[k] = scale * exp(row[k] - log_normalizer), k < num_classes (the scaled softmax).
   void (*scaled_softmax)(const acc_t* row, acc_t log_normalizer, acc_t scale, acc_t* out, int64_t num_classes);
   // Element-wise exp / log of the vector math (exposed for the accuracy tests).

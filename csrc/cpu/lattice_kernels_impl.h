@@ -136,6 +136,12 @@ void occupancy(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emiss
 }
 
 template <typename acc_t>
+void gather_emissions(const acc_t* frame, const int64_t* state_labels, acc_t log_normalizer, acc_t* emission,
+                      int64_t begin, int64_t end) {
+  for (int64_t s = begin; s < end; ++s) emission[s] = frame[state_labels[s]] - log_normalizer;
+}
+
+template <typename acc_t>
 void scaled_softmax(const acc_t* row, acc_t log_normalizer, acc_t scale, acc_t* out, int64_t num_classes) {
   for_each_vector<acc_t>(0, num_classes, [&](int64_t k, int valid) {
     store_partial(out + k, scale * vexp(load_partial(row + k, valid, acc_t(0)) - log_normalizer), valid);
@@ -159,7 +165,7 @@ void log_elementwise(const acc_t* in, acc_t* out, int64_t count) {
 template <typename acc_t>
 LatticeKernels<acc_t> lattice_kernels() {
   return {&row_logsumexp<acc_t>, &alpha_step<acc_t>, &beta_step<acc_t>, &occupancy<acc_t>,
-          &scaled_softmax<acc_t>, &exp_elementwise<acc_t>, &log_elementwise<acc_t>};
+          &gather_emissions<acc_t>, &scaled_softmax<acc_t>, &exp_elementwise<acc_t>, &log_elementwise<acc_t>};
 }
 
 }  // namespace

@@ -18,6 +18,7 @@ import math
 import os
 import statistics
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 
@@ -72,7 +73,7 @@ def parse_shape(text):
         raise argparse.ArgumentTypeError(f"shape {text!r} must be four integers T,N,C,S") from None
     if min(T, N, S) < 1 or C < 2:
         raise argparse.ArgumentTypeError(f"shape {text!r}: need T, N, S >= 1 and C >= 2")
-    if 2 * S + 1 > 2 * math.floor(0.8 * T) + 1 and S > math.floor(0.8 * T):
+    if S > math.floor(0.8 * T):
         raise argparse.ArgumentTypeError(f"shape {text!r}: S must be at most 0.8 T so every ragged sample "
                                          "can be aligned")
     return Shape(T, N, C, S)
@@ -103,7 +104,11 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="ctc-bench",
         description=__doc__.split("\n\n", 1)[1],
-        epilog=MEMORY_METHOD + "  Times are medians over --repeat runs, the two pipelines alternating.",
+        epilog=textwrap.fill(
+            "Times are medians over --repeat runs after a warm-up, the two pipelines alternating in one "
+            "process; forward is timed under torch.no_grad(), fwd+bwd is loss.backward() included.  On "
+            "CUDA, float32 shapes with targets shorter than 256 also time the built-in's cuDNN path "
+            "(int32 concatenated targets and lengths on the CPU).", 100) + "\n\n" + textwrap.fill(MEMORY_METHOD, 100),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", type=parse_list(["cpu", "cuda"], "--device"), default=None,
                         help="comma-separated devices (default: cpu, and cuda when available)")
@@ -111,8 +116,8 @@ def build_parser():
                         help="comma-separated dtypes of x: float32 (default), float64, float16, bfloat16")
     parser.add_argument("--shapes", type=parse_shape, nargs="+", default=None, metavar="T,N,C,S",
                         help="shapes to run instead of the built-in set, e.g. --shapes 500,32,29,100 300,32,5000,60")
-    parser.add_argument("--repeat", type=positive_int, default=5,
-                        help="timed runs per pipeline and measurement (default 5; medians are reported)")
+    parser.add_argument("--repeat", type=positive_int, default=3,
+                        help="timed runs per pipeline and measurement (default 3; medians are reported)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch.set_num_threads for the CPU runs (default: torch's default)")
     parser.add_argument("--json", metavar="PATH", default=None,
@@ -389,11 +394,19 @@ def main(argv=None):
     started = time.perf_counter()
     for index, (shape, device, dtype) in enumerate(jobs, 1):
         print(f"[{index}/{len(jobs)}] {device} {dtype} {shape.label()} ...", end="", flush=True, file=sys.stderr)
-        row = measure(shape, device, dtype, options.repeat, options.seed)
+        try:
+            row = measure(shape, device, dtype, options.repeat, options.seed)
+        except (RuntimeError, NotImplementedError) as error:
+            # e.g. a build without kernels for this device: say so and go on with the other rows.
+            print(f" skipped: {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
+            continue
         rows.append(row)
         print(f" fwd {row['speedup_fwd']:.1f}x, fwd+bwd {row['speedup_train']:.1f}x "
               f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
+    if not rows:
+        print("ctc-bench: no measurement succeeded", file=sys.stderr)
+        return 1
     print(format_table(rows))
     if any(r["dtype"] in ("float16", "bfloat16") for r in rows):
         print("float16 / bfloat16 rows: the built-in ran on x.float() (it takes no half precision); "

@@ -8,11 +8,12 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
+from ._ops import ops
 from .autograd import CTCLossFunction
 
 Lengths = Union[Tensor, Sequence[int], int]
 
-_REDUCTIONS = ("none", "mean", "sum")
+_REDUCTIONS = ("none", "mean", "sum")  # in the order of torch's reduction codes 0, 1, 2
 
 
 def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torch.device) -> Tensor:
@@ -123,12 +124,13 @@ def ctc_loss(
     target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, logits.device)
     targets = targets.to(logits.device)
 
-    if torch.is_grad_enabled() and logits.requires_grad:
-        losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
-    else:
-        # Nothing to differentiate: skip autograd.Function's per-call cost (it dominates small calls).
-        losses = CTCLossFunction.forward_without_grad(logits, targets, input_lengths, target_lengths, blank,
-                                                      zero_infinity)
+    if not (torch.is_grad_enabled() and logits.requires_grad):
+        # Nothing to differentiate: loss and reduction in one C++ call (csrc/ctc_loss_no_grad.cpp);
+        # autograd.Function and Python-side reductions would dominate small inputs.
+        losses = ops._ctc_loss_no_grad(logits, targets, input_lengths, target_lengths, blank,
+                                       _REDUCTIONS.index(reduction), zero_infinity)
+        return losses.squeeze(0) if unbatched and reduction == "none" else losses
+    losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
     if reduction == "none":
         return losses.squeeze(0) if unbatched else losses
     if reduction == "sum":

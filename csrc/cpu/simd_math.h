@@ -31,19 +31,16 @@ namespace CTC_SIMD_NAMESPACE {
 
 typedef float vfloat __attribute__((vector_size(CTC_SIMD_BYTES), aligned(4)));
 typedef double vdouble __attribute__((vector_size(CTC_SIMD_BYTES), aligned(8)));
-typedef int vint32 __attribute__((vector_size(CTC_SIMD_BYTES)));
 typedef unsigned vuint32 __attribute__((vector_size(CTC_SIMD_BYTES)));
-typedef long long vint64 __attribute__((vector_size(CTC_SIMD_BYTES)));
 typedef unsigned long long vuint64 __attribute__((vector_size(CTC_SIMD_BYTES)));
 
-// The vector type and bit-level helpers per element type.
+// The vector type of each element type.
 template <typename acc_t>
 struct Simd;
 
 template <>
 struct Simd<float> {
   using vec = vfloat;
-  using bits = vuint32;
   static constexpr int lanes = CTC_SIMD_BYTES / 4;
   static constexpr float lowest = -__FLT_MAX__;
 };
@@ -51,7 +48,6 @@ struct Simd<float> {
 template <>
 struct Simd<double> {
   using vec = vdouble;
-  using bits = vuint64;
   static constexpr int lanes = CTC_SIMD_BYTES / 8;
   static constexpr double lowest = -__DBL_MAX__;
 };

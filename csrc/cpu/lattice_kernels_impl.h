@@ -19,8 +19,8 @@ inline vec log_add3(vec a, vec b, vec c) {
   const vec mid = vmax(vmin(a, b), vmin(vmax(a, b), c));
   // A finite reference keeps (-inf) - (-inf) from making NaN; the result stays hi + 0 = -inf.
   const vec reference = vmax(hi, splat<acc_t>(Simd<acc_t>::lowest));
-  // Both exponents are <= 0 and the log's argument is in [1, 3]: the core functions suffice
-  // (NaN inputs still give NaN through hi).
+  // Both exponents are <= 0 and the log's argument is in [1, 3]: the core functions suffice.
+  // (A NaN frame still makes every state NaN: it enters each one through its emission.)
   return hi + vlog_core(acc_t(1) + vexp_core(mid - reference) + vexp_core(lo - reference));
 }
 

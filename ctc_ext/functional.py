@@ -8,11 +8,12 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-from .autograd import CTCLossFunction, ctc_loss_no_grad
+from ._ops import ops
+from .autograd import CTCLossFunction
 
 Lengths = Union[Tensor, Sequence[int], int]
 
-_REDUCTIONS = ("none", "mean", "sum")
+_REDUCTIONS = ("none", "mean", "sum")  # in the order of torch's reduction codes 0, 1, 2
 
 
 def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torch.device) -> Tensor:
@@ -22,7 +23,8 @@ def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torc
             raise ValueError(f"{name} must have an integer dtype, got {lengths.dtype}")
         if lengths.dim() > 1:
             raise ValueError(f"{name} must be 1-D of size N = {batch_size}, got shape {tuple(lengths.shape)}")
-        lengths = lengths.reshape(-1)
+        if lengths.dim() != 1:
+            lengths = lengths.reshape(-1)
     else:
         if isinstance(lengths, int):
             lengths = [lengths]
@@ -128,12 +130,12 @@ def ctc_loss(
     target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, values_device)
     targets = targets.to(values_device)
 
-    if torch.is_grad_enabled() and logits.requires_grad:
-        losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
+    reduction_code = _REDUCTIONS.index(reduction)
+    if not (torch.is_grad_enabled() and logits.requires_grad):
+        # Nothing to differentiate: loss and reduction in one C++ call (csrc/ctc_loss_reduction.cpp).
+        losses = ops._ctc_loss_no_grad(logits, targets, input_lengths, target_lengths, blank, reduction_code,
+                                       zero_infinity)
     else:
-        losses = ctc_loss_no_grad(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
-    if reduction == "none":
-        return losses.squeeze(0) if unbatched else losses
-    if reduction == "sum":
-        return losses.sum()
-    return (losses / target_lengths.clamp_min(1).to(losses.device, losses.dtype)).mean()
+        losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
+        losses = ops._reduce_ctc_losses(losses, target_lengths, reduction_code)
+    return losses.squeeze(0) if unbatched and reduction == "none" else losses

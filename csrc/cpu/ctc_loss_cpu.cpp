@@ -1,91 +1,225 @@
-// CPU forward and backward of the CTC loss: one sample per task, parallel over the batch.
-// The recurrence itself (log-space helpers, extended labels, band) lives in ctc_math.h.
+// CPU forward and backward of the CTC loss: the per-sample schedule.  The recurrence lives in
+// ctc_math.h; its row-level work (log-softmax normaliser, alpha / beta steps over the band,
+// occupancies, softmax rows) runs in the vectorised primitives of lattice_kernels.h, compiled
+// per instruction set and picked at run time (cpu_kernels() below).
+//
+// Two schedules share every piece:
+//   * by sample (N >= threads): one task per sample does everything for it in one sweep, so
+//     the frame, its emissions and the occupancies stay in cache;
+//   * by frame (N < threads, e.g. a single long utterance): the work that is independent per
+//     frame (log-softmax normalisers in the forward, gradient rows in the backward) runs
+//     parallel over frames, and only the sequential recurrence runs per sample.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../ctc_loss_common.h"
 #include "../ctc_math.h"
+#include "lattice_kernels.h"
 
 namespace ctc_ext {
 namespace {
 
-// log(sum_k exp(row[k])) over one frame of logits, accumulated in acc_t.
-template <typename scalar_t, typename acc_t>
-acc_t row_logsumexp(const scalar_t* row, int64_t num_classes) {
-  acc_t max_value = neg_inf<acc_t>();
-  for (int64_t k = 0; k < num_classes; ++k) max_value = std::max(max_value, static_cast<acc_t>(row[k]));
-  // An all -inf row has no mass; +inf or NaN propagate through the sum below.
-  if (max_value == neg_inf<acc_t>()) return max_value;
-  if (std::isinf(max_value)) return max_value;
-  acc_t sum = 0;
-  for (int64_t k = 0; k < num_classes; ++k) sum += std::exp(static_cast<acc_t>(row[k]) - max_value);
-  return max_value + std::log(sum);
+using cpu::CpuKernelTable;
+using cpu::LatticeKernels;
+
+// ---------------------------------------------------------------------------------------------
+// Instruction set and schedule selection.
+
+const CpuKernelTable* best_kernel_table() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma")) {
+    return cpu::avx512_kernel_table();
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return cpu::avx2_kernel_table();
+#endif
+  return cpu::generic_kernel_table();
 }
 
-// Everything a kernel needs to know about one sample.
-template <typename index_t>
-struct SampleView {
-  int64_t input_length;   // T_n
-  int64_t num_states;     // W = 2 L + 1
-  const index_t* labels;  // the sample's L labels, unit stride
+bool cpu_supports(const CpuKernelTable* table) {
+  if (table == nullptr) return false;
+  static const CpuKernelTable* best = best_kernel_table();
+  const std::string isa = table->isa;
+  const std::string best_isa = best->isa;
+  if (isa == "generic" || isa == best_isa) return true;
+  return isa == "avx2" && best_isa == "avx512";
+}
+
+// The best instruction set this CPU runs, or the one named by CTC_EXT_CPU_ISA (generic, avx2,
+// avx512), read on every call so that tests can force each path.
+const CpuKernelTable& cpu_kernels() {
+  static const CpuKernelTable* best = best_kernel_table();
+  const char* requested = std::getenv("CTC_EXT_CPU_ISA");
+  if (requested == nullptr || requested[0] == '\0') return *best;
+  const std::string name = requested;
+  const CpuKernelTable* table = name == "generic"  ? cpu::generic_kernel_table()
+                                : name == "avx2"   ? cpu::avx2_kernel_table()
+                                : name == "avx512" ? cpu::avx512_kernel_table()
+                                                   : nullptr;
+  TORCH_CHECK(name == "generic" || name == "avx2" || name == "avx512",
+              "CTC_EXT_CPU_ISA must be generic, avx2 or avx512, got '", name, "'");
+  TORCH_CHECK(cpu_supports(table), "CTC_EXT_CPU_ISA=", name, " is not supported by this CPU or build (best: ",
+              best->isa, ")");
+  return *table;
+}
+
+template <typename acc_t>
+const LatticeKernels<acc_t>& lattice_kernels() {
+  if constexpr (std::is_same_v<acc_t, double>) {
+    return cpu_kernels().f64;
+  } else {
+    return cpu_kernels().f32;
+  }
+}
+
+// Frame-parallel schedule when there are fewer samples than threads; CTC_EXT_CPU_SCHEDULE
+// (sample or frame) forces one for tests.
+bool use_frame_schedule(int64_t batch_size) {
+  const char* forced = std::getenv("CTC_EXT_CPU_SCHEDULE");
+  if (forced != nullptr && forced[0] != '\0') {
+    const std::string name = forced;
+    TORCH_CHECK(name == "sample" || name == "frame", "CTC_EXT_CPU_SCHEDULE must be sample or frame, got '", name,
+                "'");
+    return name == "frame";
+  }
+  return batch_size < at::get_num_threads();
+}
+
+// Frames per parallel task in the frame schedule: enough classes per task that a small
+// problem stays on one thread instead of paying for a wake-up.
+int64_t frame_grain(int64_t num_classes) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(num_classes, 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-sample state.
+
+// Scratch of one thread, reused across the samples it handles.
+template <typename acc_t>
+struct SampleWorkspace {
+  int64_t num_states = 0;           // W = 2 L + 1
+  std::vector<int64_t> labels;      // (W,) class of each extended state
+  std::vector<acc_t> skip_penalty;  // (W,) 0 where state s may be entered from s - 2, -inf elsewhere
+  std::vector<acc_t> emission;      // (W,) log y[t][l'_s] of the current frame
+  std::vector<acc_t> rows;          // (2, W) rolling log_alpha or log_beta rows
+  std::vector<acc_t> occupancy;     // (W,) occupancy of the current frame
+  std::vector<acc_t> frame;         // (C,) the current frame in acc_t (half / bfloat16 input only)
+  std::vector<acc_t> grad;          // (C,) the current gradient row in acc_t (half / bfloat16 only)
+
+  template <typename index_t>
+  void set_target(const index_t* sample_labels, int64_t target_length, int64_t blank, int64_t num_classes) {
+    num_states = 2 * target_length + 1;
+    grow(labels, num_states);
+    grow(skip_penalty, num_states);
+    grow(emission, num_states);
+    grow(rows, 2 * num_states);
+    grow(occupancy, num_states);
+    grow(frame, num_classes);
+    grow(grad, num_classes);
+    for (int64_t s = 0; s < num_states; ++s) {
+      labels[s] = extended_label(sample_labels, 1, s, blank);
+      skip_penalty[s] = can_skip_from(sample_labels, 1, s) ? acc_t(0) : neg_inf<acc_t>();
+    }
+  }
+
+  template <typename T>
+  static void grow(std::vector<T>& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
+  }
 };
 
-template <typename index_t>
-SampleView<index_t> sample_view(const CtcProblem& problem, const index_t* labels, int64_t n) {
-  const int64_t target_length = problem.target_lengths.data_ptr<int64_t>()[n];
-  return {problem.input_lengths.data_ptr<int64_t>()[n], 2 * target_length + 1,
-          labels + problem.label_start.data_ptr<int64_t>()[n]};
+// The frame as acc_t: the logits themselves for float / double, a converted copy otherwise.
+template <typename scalar_t, typename acc_t>
+const acc_t* frame_as_acc(const scalar_t* frame, int64_t num_classes, std::vector<acc_t>& buffer) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return frame;
+  } else {
+    for (int64_t k = 0; k < num_classes; ++k) buffer[k] = static_cast<acc_t>(frame[k]);
+    return buffer.data();
+  }
 }
 
-// Forward recurrence for sample n.
-//   logits:         (T, N, C) with unit class stride, strides stride_t / stride_n
-//   log_alpha_block: (T, W) rows of this sample, or nullptr to keep only two rolling rows
-//   log_normalizer: (T,) this sample's row of the (N, T) normaliser output
+// Asks for the cache lines of [data, data + bytes): the next frame of a sample is a strided
+// row the hardware prefetcher does not see coming.
+inline void prefetch(const void* data, int64_t bytes) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~uintptr_t(63);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + bytes;
+  for (uintptr_t line = begin; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
+}
+
+// How many frames ahead the sweeps prefetch.
+constexpr int64_t kPrefetchFrames = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Forward.
+
+// Forward recurrence of one sample.
+//   sample_logits:   (T_n, C) rows of this sample, row stride stride_t, unit class stride
+//   log_alpha_block: (T, W) rows of this sample (rows >= T_n and states outside the band get
+//                    -inf), plus the rest of its slot up to block_end; nullptr keeps two rows
+//   log_normalizer:  (T,) this sample's row of the (N, T) output; read instead of computed
+//                    when normalizer_ready (frame schedule)
 // Returns the negative log-likelihood.
-template <typename scalar_t, typename acc_t, typename index_t>
-acc_t forward_one_sample(const scalar_t* logits, int64_t stride_t, int64_t stride_n, int64_t num_classes,
-                         int64_t blank, int64_t n, const SampleView<index_t>& sample, acc_t* log_alpha_block,
-                         acc_t* log_normalizer) {
-  const int64_t T_n = sample.input_length;
-  const int64_t W = sample.num_states;
+template <typename scalar_t, typename acc_t>
+acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_logits, int64_t stride_t,
+                         int64_t num_classes, int64_t input_length, SampleWorkspace<acc_t>& ws,
+                         acc_t* log_alpha_block, acc_t* log_alpha_block_end, acc_t* log_normalizer,
+                         bool normalizer_ready) {
+  const int64_t T_n = input_length;
+  const int64_t W = ws.num_states;
   const int64_t target_length = (W - 1) / 2;
+  const bool feasible = target_length <= T_n && T_n > 0;
+  if (log_alpha_block != nullptr) {
+    std::fill(log_alpha_block + (feasible ? T_n * W : 0), log_alpha_block_end, neg_inf<acc_t>());
+  }
+  if (!feasible && !normalizer_ready) {
+    for (int64_t t = 0; t < T_n; ++t) {
+      const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
+      log_normalizer[t] = kernels.row_logsumexp(frame, num_classes);
+    }
+  }
   if (target_length > T_n) return std::numeric_limits<acc_t>::infinity();  // the target cannot fit
   if (T_n == 0) return 0;                                                  // empty input, empty target
 
-  std::vector<acc_t> rolling_rows(log_alpha_block ? 0 : 2 * W);
   auto alpha_row = [&](int64_t t) {
-    return log_alpha_block ? log_alpha_block + t * W : rolling_rows.data() + (t & 1) * W;
+    return log_alpha_block ? log_alpha_block + t * W : ws.rows.data() + (t & 1) * W;
   };
-  const scalar_t* sample_logits = logits + n * stride_n;
+  acc_t* emission = ws.emission.data();
   for (int64_t t = 0; t < T_n; ++t) {
-    const scalar_t* frame = sample_logits + t * stride_t;
-    const acc_t normaliser = row_logsumexp<scalar_t, acc_t>(frame, num_classes);
-    log_normalizer[t] = normaliser;
+    if (t + kPrefetchFrames < T_n) {
+      prefetch(sample_logits + (t + kPrefetchFrames) * stride_t, num_classes * sizeof(scalar_t));
+    }
+    const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
+    if (!normalizer_ready) log_normalizer[t] = kernels.row_logsumexp(frame, num_classes);
     const int64_t first = band_first(t, T_n, W);
     const int64_t last = band_last(t, W);
+    kernels.gather_emissions(frame, ws.labels.data(), log_normalizer[t], emission, first, last + 1);
     acc_t* current = alpha_row(t);
     std::fill(current, current + first, neg_inf<acc_t>());
     std::fill(current + last + 1, current + W, neg_inf<acc_t>());
     if (t == 0) {
-      for (int64_t s = first; s <= last; ++s) {
-        current[s] = static_cast<acc_t>(frame[extended_label(sample.labels, 1, s, blank)]) - normaliser;
-      }
+      std::copy(emission + first, emission + last + 1, current + first);
       continue;
     }
-    // Outside the band every entry of the previous row is -inf, so the reads below need no
-    // band test of their own.
+    // Outside the band every entry of the previous row is -inf, so the reads need no band test.
     const acc_t* previous = alpha_row(t - 1);
-    for (int64_t s = first; s <= last; ++s) {
-      const acc_t stay = previous[s];
-      const acc_t advance = s >= 1 ? previous[s - 1] : neg_inf<acc_t>();
-      const acc_t skip = can_skip_from(sample.labels, 1, s) ? previous[s - 2] : neg_inf<acc_t>();
-      const acc_t emission = static_cast<acc_t>(frame[extended_label(sample.labels, 1, s, blank)]) - normaliser;
-      current[s] = emission + log_add3(stay, advance, skip);
+    for (int64_t s = first; s <= std::min<int64_t>(last, 1); ++s) {  // states without an s - 2
+      current[s] = emission[s] + (s == 0 ? previous[0] : log_add(previous[1], previous[0]));
+    }
+    const int64_t vector_first = std::max<int64_t>(first, 2);
+    if (vector_first <= last) {
+      kernels.alpha_step(previous, emission, ws.skip_penalty.data(), current, vector_first, last + 1);
     }
   }
   const acc_t* last_row = alpha_row(T_n - 1);
@@ -93,82 +227,103 @@ acc_t forward_one_sample(const scalar_t* logits, int64_t stride_t, int64_t strid
   return -log_likelihood;
 }
 
-// Backward for sample n: log_beta in two rolling rows, the occupancy of every state (Eq. 16)
-// accumulated per class into a float row, and each gradient row written once.
-//   grad: (T, N, C) with unit class stride, strides grad_stride_t / grad_stride_n
-template <typename scalar_t, typename acc_t, typename index_t>
-void backward_one_sample(const scalar_t* logits, int64_t stride_t, int64_t stride_n, scalar_t* grad,
-                         int64_t grad_stride_t, int64_t grad_stride_n, int64_t max_input_length,
-                         int64_t num_classes, int64_t blank, int64_t n, const SampleView<index_t>& sample,
-                         const acc_t* log_alpha_block, const acc_t* log_normalizer, acc_t neg_log_likelihood,
-                         acc_t grad_scale, bool zero_infinity) {
-  const int64_t T_n = sample.input_length;
-  const int64_t W = sample.num_states;
-  scalar_t* sample_grad = grad + n * grad_stride_n;
-  auto zero_rows = [&](int64_t from_t) {
-    for (int64_t t = from_t; t < max_input_length; ++t) {
-      std::fill(sample_grad + t * grad_stride_t, sample_grad + t * grad_stride_t + num_classes, scalar_t(0));
-    }
-  };
-  zero_rows(T_n);  // frames beyond the input length get exactly zero
-  const bool infinite = std::isinf(neg_log_likelihood) && neg_log_likelihood > 0;
-  if (infinite && zero_infinity) {
-    zero_rows(0);
-    return;
-  }
-  if (infinite) {
-    // No path: the gradient is undefined, as in the built-in (which returns NaN here).
-    for (int64_t t = 0; t < T_n; ++t) {
-      std::fill(sample_grad + t * grad_stride_t, sample_grad + t * grad_stride_t + num_classes,
-                std::numeric_limits<scalar_t>::quiet_NaN());
-    }
-    return;
-  }
+// ---------------------------------------------------------------------------------------------
+// Backward.
 
-  std::vector<acc_t> beta_rows(2 * W);
-  std::vector<acc_t> grad_row(num_classes);
-  std::vector<acc_t> occupancy(W);
-  const scalar_t* sample_logits = logits + n * stride_n;
-  for (int64_t t = T_n - 1; t >= 0; --t) {
-    const scalar_t* frame = sample_logits + t * stride_t;
-    const acc_t normaliser = log_normalizer[t];
-    const int64_t first = band_first(t, T_n, W);
-    const int64_t last = band_last(t, W);
-    acc_t* current = beta_rows.data() + (t & 1) * W;
-    const acc_t* next = beta_rows.data() + ((t + 1) & 1) * W;
-    std::fill(current, current + first, neg_inf<acc_t>());
-    std::fill(current + last + 1, current + W, neg_inf<acc_t>());
-    for (int64_t s = first; s <= last; ++s) {
-      const acc_t emission = static_cast<acc_t>(frame[extended_label(sample.labels, 1, s, blank)]) - normaliser;
-      if (t == T_n - 1) {
-        current[s] = emission;  // the band at the last frame is exactly the two final states
-        continue;
-      }
-      const acc_t stay = next[s];
-      const acc_t advance = s + 1 < W ? next[s + 1] : neg_inf<acc_t>();
-      const acc_t skip = (s + 2 < W && can_skip_from(sample.labels, 1, s + 2)) ? next[s + 2] : neg_inf<acc_t>();
-      current[s] = emission + log_add3(stay, advance, skip);
-    }
-    // Occupancies exp(alpha + beta - emission + nll) sum to 1 over s in exact arithmetic; dividing
-    // by their computed sum removes the rounding drift that alpha and beta share at this frame,
-    // so gradient rows sum to 0 to working precision.
-    const acc_t* alpha = log_alpha_block + t * W;
-    acc_t occupancy_sum = 0;
-    for (int64_t s = first; s <= last; ++s) {
-      const acc_t emission =
-          static_cast<acc_t>(frame[extended_label(sample.labels, 1, s, blank)]) - normaliser;
-      occupancy[s] = std::exp(alpha[s] + current[s] - emission + neg_log_likelihood);
-      occupancy_sum += occupancy[s];
-    }
-    // d nll / d x[t, k] = softmax(x[t])[k] - sum_{s: l'_s = k} occupancy[t][s]
-    for (int64_t k = 0; k < num_classes; ++k) grad_row[k] = std::exp(static_cast<acc_t>(frame[k]) - normaliser);
-    for (int64_t s = first; s <= last; ++s) {
-      grad_row[extended_label(sample.labels, 1, s, blank)] -= occupancy[s] / occupancy_sum;
-    }
-    scalar_t* grad_frame = sample_grad + t * grad_stride_t;
-    for (int64_t k = 0; k < num_classes; ++k) grad_frame[k] = static_cast<scalar_t>(grad_scale * grad_row[k]);
+// What the gradient of a sample is, from its loss.
+enum class SampleGradient { kFinite, kZero, kNaN };
+
+template <typename acc_t>
+SampleGradient sample_gradient(acc_t neg_log_likelihood, bool zero_infinity) {
+  const bool infinite = std::isinf(neg_log_likelihood) && neg_log_likelihood > 0;
+  if (!infinite) return SampleGradient::kFinite;
+  // No path: zero with zero_infinity, else undefined as in the built-in (which returns NaN).
+  return zero_infinity ? SampleGradient::kZero : SampleGradient::kNaN;
+}
+
+template <typename scalar_t>
+void fill_frame(scalar_t* grad_frame, int64_t num_classes, scalar_t value) {
+  std::fill(grad_frame, grad_frame + num_classes, value);
+}
+
+// One gradient row (Graves Eq. 16): grad[k] = scale * (softmax(x[t])[k] - sum_{s: l'_s = k} occupancy[s]),
+// the occupancies normalised to sum to 1.
+//   frame: (C,) logits in acc_t;  occupancy: (W,) valid on [first, last];  grad_frame: (C,)
+template <typename scalar_t, typename acc_t>
+void write_gradient_frame(const LatticeKernels<acc_t>& kernels, const acc_t* frame, acc_t log_normalizer,
+                          acc_t scale, const acc_t* occupancy, const int64_t* state_labels, int64_t first,
+                          int64_t last, int64_t num_classes, scalar_t* grad_frame, std::vector<acc_t>& buffer) {
+  acc_t* row;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    row = grad_frame;
+  } else {
+    row = buffer.data();
+  }
+  kernels.scaled_softmax(frame, log_normalizer, scale, row, num_classes);
+  // Every even state is the blank: sum those with independent partial sums instead of a chain
+  // of read-modify-writes on one address.  Label states mostly hit distinct classes.
+  acc_t blank_sums[4] = {0, 0, 0, 0};
+  int64_t s = first + (first & 1);
+  for (; s + 6 <= last; s += 8) {
+    for (int i = 0; i < 4; ++i) blank_sums[i] += occupancy[s + 2 * i];
+  }
+  for (; s <= last; s += 2) blank_sums[0] += occupancy[s];
+  const acc_t blank_occupancy = (blank_sums[0] + blank_sums[1]) + (blank_sums[2] + blank_sums[3]);
+  acc_t label_occupancy = 0;
+  for (s = first | 1; s <= last; s += 2) label_occupancy += occupancy[s];
+  // The occupancies of a frame sum to 1 in exact arithmetic; dividing by their computed sum
+  // removes the rounding drift that alpha and beta share at this frame, so gradient rows sum to
+  // 0 to working precision.
+  const acc_t occupancy_scale = scale / (blank_occupancy + label_occupancy);
+  row[state_labels[0]] -= occupancy_scale * blank_occupancy;
+  for (s = first | 1; s <= last; s += 2) row[state_labels[s]] -= occupancy_scale * occupancy[s];
+  if constexpr (!std::is_same_v<scalar_t, acc_t>) {
+    for (int64_t k = 0; k < num_classes; ++k) grad_frame[k] = static_cast<scalar_t>(row[k]);
   }
 }
+
+// The beta sweep of one sample with a finite loss: log_beta in two rolling rows, and for each
+// frame t (from the last) the occupancies of its band handed to
+// on_frame(t, frame, log_normalizer[t], occupancy, first, last).
+template <typename scalar_t, typename acc_t, typename OnFrame>
+void beta_sweep(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_logits, int64_t stride_t,
+                int64_t num_classes, int64_t input_length, SampleWorkspace<acc_t>& ws, const acc_t* log_alpha_block,
+                const acc_t* log_normalizer, acc_t neg_log_likelihood, OnFrame on_frame) {
+  const int64_t T_n = input_length;
+  const int64_t W = ws.num_states;
+  acc_t* emission = ws.emission.data();
+  for (int64_t t = T_n - 1; t >= 0; --t) {
+    if (t >= kPrefetchFrames) {
+      prefetch(sample_logits + (t - kPrefetchFrames) * stride_t, num_classes * sizeof(scalar_t));
+      prefetch(log_alpha_block + (t - kPrefetchFrames) * W, W * sizeof(acc_t));
+    }
+    const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
+    const int64_t first = band_first(t, T_n, W);
+    const int64_t last = band_last(t, W);
+    kernels.gather_emissions(frame, ws.labels.data(), log_normalizer[t], emission, first, last + 1);
+    acc_t* current = ws.rows.data() + (t & 1) * W;
+    const acc_t* next = ws.rows.data() + ((t + 1) & 1) * W;
+    std::fill(current, current + first, neg_inf<acc_t>());
+    std::fill(current + last + 1, current + W, neg_inf<acc_t>());
+    if (t == T_n - 1) {
+      std::copy(emission + first, emission + last + 1, current + first);  // the two final states
+    } else {
+      const int64_t vector_last = std::min<int64_t>(last, W - 3);
+      if (first <= vector_last) {
+        kernels.beta_step(next, emission, ws.skip_penalty.data(), current, first, vector_last + 1);
+      }
+      for (int64_t s = std::max<int64_t>(first, W - 2); s <= last; ++s) {  // states without an s + 2
+        current[s] = emission[s] + (s == W - 1 ? next[s] : log_add(next[s], next[s + 1]));
+      }
+    }
+    kernels.occupancy(log_alpha_block + t * W, current, emission, neg_log_likelihood, ws.occupancy.data(), first,
+                      last + 1);
+    on_frame(t, frame, log_normalizer[t], ws.occupancy.data(), first, last);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host functions.
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_cpu(const at::Tensor& logits_in,
                                                                     const at::Tensor& targets,
@@ -183,32 +338,53 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_cpu(const at::Te
   const auto acc_options = logits.options().dtype(acc_type);
   at::Tensor neg_log_likelihood = at::empty({N}, acc_options);
   at::Tensor log_alpha = at::empty({keep_log_alpha ? log_alpha_numel(N, problem.num_target_slots, T) : 0}, acc_options);
-  at::Tensor log_normalizer = at::zeros({N, T}, acc_options);
+  // Frames beyond an input length keep a normaliser of 0 (filled below, only where needed).
+  at::Tensor log_normalizer = at::empty({N, T}, acc_options);
+  const bool by_frame = use_frame_schedule(N);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ctc_loss_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const LatticeKernels<acc_t>& kernels = lattice_kernels<acc_t>();
+    const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
+    const int64_t stride_t = logits.stride(0), stride_n = logits.stride(1);
+    const int64_t* input_length = problem.input_lengths.const_data_ptr<int64_t>();
+    const int64_t* target_length = problem.target_lengths.const_data_ptr<int64_t>();
+    const int64_t* label_start = problem.label_start.const_data_ptr<int64_t>();
+    acc_t* nll_data = neg_log_likelihood.data_ptr<acc_t>();
+    acc_t* alpha_data = log_alpha.data_ptr<acc_t>();
+    acc_t* normalizer_data = log_normalizer.data_ptr<acc_t>();
+    for (int64_t n = 0; n < N; ++n) {
+      std::fill(normalizer_data + n * T + std::min(std::max<int64_t>(input_length[n], 0), T), normalizer_data + (n + 1) * T,
+                acc_t(0));
+    }
+    if (by_frame) {
+      at::parallel_for(0, N * T, frame_grain(C), [&](int64_t begin, int64_t end) {
+        std::vector<acc_t> buffer(C);
+        for (int64_t frame_index = begin; frame_index < end; ++frame_index) {
+          const int64_t n = frame_index / T, t = frame_index % T;
+          if (t >= input_length[n]) continue;
+          const acc_t* frame = frame_as_acc(logits_data + n * stride_n + t * stride_t, C, buffer);
+          normalizer_data[n * T + t] = kernels.row_logsumexp(frame, C);
+        }
+      });
+    }
     AT_DISPATCH_INDEX_TYPES(problem.targets.scalar_type(), "ctc_loss_forward_cpu", [&] {
-      const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
       const index_t* labels = problem.targets.const_data_ptr<index_t>();
-      const int64_t* label_start = problem.label_start.const_data_ptr<int64_t>();
-      acc_t* nll_data = neg_log_likelihood.data_ptr<acc_t>();
-      acc_t* alpha_data = log_alpha.data_ptr<acc_t>();
-      acc_t* normalizer_data = log_normalizer.data_ptr<acc_t>();
       at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+        SampleWorkspace<acc_t> ws;
         for (int64_t n = begin; n < end; ++n) {
-          const SampleView<index_t> sample = sample_view(problem, labels, n);
-          acc_t* alpha_block = nullptr;
+          ws.set_target(labels + label_start[n], target_length[n], problem.blank, C);
+          acc_t* block = nullptr;
+          acc_t* block_end = nullptr;
           if (keep_log_alpha) {
-            // Sample n owns [offset(n), offset(n + 1)); entries it does not compute stay -inf so
-            // the buffer is fully defined.
-            const int64_t begin_offset = log_alpha_offset(n, label_start[n], T);
-            const int64_t end_offset = n + 1 < N ? log_alpha_offset(n + 1, label_start[n + 1], T) : log_alpha.numel();
-            alpha_block = alpha_data + begin_offset;
-            std::fill(alpha_block, alpha_data + end_offset, neg_inf<acc_t>());
+            // Sample n owns [offset(n), offset(n + 1)) of the flat buffer.
+            block = alpha_data + log_alpha_offset(n, label_start[n], T);
+            block_end = n + 1 < N ? alpha_data + log_alpha_offset(n + 1, label_start[n + 1], T)
+                                  : alpha_data + log_alpha.numel();
           }
-          nll_data[n] = forward_one_sample<scalar_t, acc_t, index_t>(
-              logits_data, logits.stride(0), logits.stride(1), C, problem.blank, n, sample, alpha_block,
-              normalizer_data + n * T);
+          nll_data[n] = forward_one_sample<scalar_t, acc_t>(kernels, logits_data + n * stride_n, stride_t, C,
+                                                            input_length[n], ws, block, block_end,
+                                                            normalizer_data + n * T, by_frame);
         }
       });
     });
@@ -241,22 +417,90 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
   const at::Tensor alpha = log_alpha.contiguous();
   const at::Tensor normalizer = log_normalizer.contiguous();
   const at::Tensor nll = neg_log_likelihood.contiguous();
+  const bool by_frame = use_frame_schedule(N);
+  // Frame schedule: the occupancies of every frame, in log_alpha's layout, between the phases.
+  at::Tensor occupancies = at::empty({by_frame ? alpha.numel() : 0}, alpha.options());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ctc_loss_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const LatticeKernels<acc_t>& kernels = lattice_kernels<acc_t>();
+    const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
+    const int64_t stride_t = logits.stride(0), stride_n = logits.stride(1);
+    scalar_t* grad_data = grad_out.data_ptr<scalar_t>();
+    const int64_t grad_stride_t = grad_out.stride(0), grad_stride_n = grad_out.stride(1);
+    const int64_t* input_length = problem.input_lengths.const_data_ptr<int64_t>();
+    const int64_t* target_length = problem.target_lengths.const_data_ptr<int64_t>();
+    const int64_t* label_start = problem.label_start.const_data_ptr<int64_t>();
+    const acc_t* alpha_data = alpha.const_data_ptr<acc_t>();
+    const acc_t* normalizer_data = normalizer.const_data_ptr<acc_t>();
+    const acc_t* nll_data = nll.const_data_ptr<acc_t>();
+    const acc_t* scale_data = grad_scale.const_data_ptr<acc_t>();
+    acc_t* occupancy_data = occupancies.data_ptr<acc_t>();
+
     AT_DISPATCH_INDEX_TYPES(problem.targets.scalar_type(), "ctc_loss_backward_cpu", [&] {
-      const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
       const index_t* labels = problem.targets.const_data_ptr<index_t>();
-      const int64_t* label_start = problem.label_start.const_data_ptr<int64_t>();
-      scalar_t* grad_data = grad_out.data_ptr<scalar_t>();
+      // By sample: the whole backward of each sample.  By frame: its beta sweep only, storing
+      // the occupancies for the gradient rows below.
       at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+        SampleWorkspace<acc_t> ws;
         for (int64_t n = begin; n < end; ++n) {
-          const SampleView<index_t> sample = sample_view(problem, labels, n);
-          backward_one_sample<scalar_t, acc_t, index_t>(
-              logits_data, logits.stride(0), logits.stride(1), grad_data, grad_out.stride(0), grad_out.stride(1), T,
-              C, problem.blank, n, sample, alpha.const_data_ptr<acc_t>() + log_alpha_offset(n, label_start[n], T),
-              normalizer.const_data_ptr<acc_t>() + n * T, nll.const_data_ptr<acc_t>()[n],
-              grad_scale.const_data_ptr<acc_t>()[n], zero_infinity);
+          const int64_t T_n = input_length[n];
+          const SampleGradient kind = sample_gradient(nll_data[n], zero_infinity);
+          if (kind != SampleGradient::kFinite || T_n == 0) {
+            if (by_frame) continue;
+            for (int64_t t = 0; t < T_n; ++t) {
+              fill_frame(grad_data + n * grad_stride_n + t * grad_stride_t, C,
+                         kind == SampleGradient::kNaN ? std::numeric_limits<scalar_t>::quiet_NaN() : scalar_t(0));
+            }
+          } else {
+            ws.set_target(labels + label_start[n], target_length[n], problem.blank, C);
+            const int64_t W = ws.num_states;
+            const int64_t offset = log_alpha_offset(n, label_start[n], T);
+            const acc_t scale = scale_data[n];
+            scalar_t* sample_grad = grad_data + n * grad_stride_n;
+            beta_sweep<scalar_t, acc_t>(
+                kernels, logits_data + n * stride_n, stride_t, C, T_n, ws, alpha_data + offset, normalizer_data + n * T,
+                nll_data[n],
+                [&](int64_t t, const acc_t* frame, acc_t lse, const acc_t* occupancy, int64_t first, int64_t last) {
+                  if (by_frame) {
+                    std::copy(occupancy + first, occupancy + last + 1, occupancy_data + offset + t * W + first);
+                  } else {
+                    write_gradient_frame<scalar_t, acc_t>(kernels, frame, lse, scale, occupancy, ws.labels.data(),
+                                                          first, last, C, sample_grad + t * grad_stride_t, ws.grad);
+                  }
+                });
+          }
+          if (by_frame) continue;
+          for (int64_t t = T_n; t < T; ++t) fill_frame(grad_data + n * grad_stride_n + t * grad_stride_t, C, scalar_t(0));
+        }
+      });
+      if (!by_frame) return;
+      at::parallel_for(0, N * T, frame_grain(C), [&](int64_t begin, int64_t end) {
+        SampleWorkspace<acc_t> ws;
+        int64_t workspace_sample = -1;
+        for (int64_t frame_index = begin; frame_index < end; ++frame_index) {
+          const int64_t n = frame_index / T, t = frame_index % T;
+          const int64_t T_n = input_length[n];
+          scalar_t* grad_frame = grad_data + n * grad_stride_n + t * grad_stride_t;
+          const SampleGradient kind = sample_gradient(nll_data[n], zero_infinity);
+          if (t >= T_n || kind == SampleGradient::kZero) {
+            fill_frame(grad_frame, C, scalar_t(0));
+            continue;
+          }
+          if (kind == SampleGradient::kNaN) {
+            fill_frame(grad_frame, C, std::numeric_limits<scalar_t>::quiet_NaN());
+            continue;
+          }
+          if (workspace_sample != n) {
+            ws.set_target(labels + label_start[n], target_length[n], problem.blank, C);
+            workspace_sample = n;
+          }
+          const int64_t W = ws.num_states;
+          const acc_t* frame = frame_as_acc(logits_data + n * stride_n + t * stride_t, C, ws.frame);
+          const acc_t* occupancy = occupancy_data + log_alpha_offset(n, label_start[n], T) + t * W;
+          write_gradient_frame<scalar_t, acc_t>(kernels, frame, normalizer_data[n * T + t], scale_data[n], occupancy,
+                                                ws.labels.data(), band_first(t, T_n, W), band_last(t, W), C,
+                                                grad_frame, ws.grad);
         }
       });
     });
@@ -265,11 +509,46 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
   return grad;
 }
 
+// Test hook: the vectorised exp or log of one instruction set applied to a float / double
+// tensor, so the tests can check their accuracy against libm for every compiled path.
+at::Tensor simd_math_cpu(const at::Tensor& input, c10::string_view function, c10::string_view isa) {
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+              "input must be float32 or float64");
+  TORCH_CHECK(function == "exp" || function == "log", "function must be exp or log");
+  const CpuKernelTable* table = isa == "generic"  ? cpu::generic_kernel_table()
+                                : isa == "avx2"   ? cpu::avx2_kernel_table()
+                                : isa == "avx512" ? cpu::avx512_kernel_table()
+                                                  : nullptr;
+  TORCH_CHECK(cpu_supports(table), "isa '", std::string(isa), "' is unknown or not supported by this CPU or build");
+  const at::Tensor in = input.contiguous();
+  at::Tensor out = at::empty_like(in);
+  if (in.scalar_type() == at::kFloat) {
+    (function == "exp" ? table->f32.exp : table->f32.log)(in.const_data_ptr<float>(), out.data_ptr<float>(),
+                                                          in.numel());
+  } else {
+    (function == "exp" ? table->f64.exp : table->f64.log)(in.const_data_ptr<double>(), out.data_ptr<double>(),
+                                                          in.numel());
+  }
+  return out;
+}
+
+// The instruction set the kernels use now (honouring CTC_EXT_CPU_ISA), for the benchmark report.
+std::string cpu_kernel_isa() {
+  return cpu_kernels().isa;
+}
+
 }  // namespace
+
+// Internal operators for tests and benchmarks, next to the public schemas of csrc/ops.cpp.
+TORCH_LIBRARY_FRAGMENT(ctc_ext, m) {
+  m.def("_simd_math(Tensor input, str function, str isa) -> Tensor");
+  m.def("_cpu_kernel_isa() -> str", &cpu_kernel_isa);
+}
 
 TORCH_LIBRARY_IMPL(ctc_ext, CPU, m) {
   m.impl("ctc_loss_forward", &ctc_loss_forward_cpu);
   m.impl("ctc_loss_backward", &ctc_loss_backward_cpu);
+  m.impl("_simd_math", &simd_math_cpu);
 }
 
 }  // namespace ctc_ext

@@ -121,8 +121,8 @@ __device__ __forceinline__ acc_t band_entry(const acc_t* row, int64_t s, int64_t
 // ---------------------------------------------------------------------------------------------
 // Forward
 
-// log_normalizer[n][t] = logsumexp_k logits[t][n][k] for t < T_n of samples whose target fits,
-// 0 elsewhere (the CPU kernel's output).  Block (threads_per_row, rows_per_block); rows (t, n)
+// log_normalizer[n][t] = logsumexp_k logits[t][n][k] for t < T_n, 0 beyond (the CPU kernel's
+// output, whether or not the sample's target fits).  Block (threads_per_row, rows_per_block); rows (t, n)
 // are visited in grid-stride groups of rows_per_block.  Shared: threads_per_row * rows_per_block
 // acc_t partials.
 template <typename scalar_t, typename acc_t, typename index_t>
@@ -137,10 +137,7 @@ __global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p,
     const int64_t row = group * blockDim.y + threadIdx.y;  // row = t * N + n
     const int64_t t = row / N, n = row % N;
     bool active = row < num_rows;
-    if (active) {
-      const int64_t input_length = p.input_lengths[n];
-      active = t < input_length && p.target_lengths[n] <= input_length;
-    }
+    if (active) active = t < p.input_lengths[n];
     const scalar_t* frame = p.logits + (active ? t * p.logits_stride_t + n * p.logits_stride_n : 0);
     // max, ignoring NaN like std::max(max, x) on the CPU; NaN still reaches the sum below
     acc_t max_value = neg_inf<acc_t>();

@@ -1,0 +1,174 @@
+// Body of the row primitives declared in lattice_kernels.h, included by one TU per instruction
+// set after its `#pragma GCC target` (see simd_math.h).  Every element goes through the same
+// vector arithmetic, ragged ends included (see for_each_vector).
+#pragma once
+
+#include "simd_math.h"
+
+namespace ctc_ext {
+namespace cpu {
+namespace CTC_SIMD_NAMESPACE {
+namespace {
+
+// log(exp(a) + exp(b) + exp(c)) per lane: the largest term factored out, so two exps of
+// non-positive arguments and one log of a value in [1, 3].  -inf when all three are -inf.
+template <typename acc_t, typename vec = typename Simd<acc_t>::vec>
+inline vec log_add3(vec a, vec b, vec c) {
+  const vec hi = vmax(vmax(a, b), c);
+  const vec lo = vmin(vmin(a, b), c);
+  const vec mid = vmax(vmin(a, b), vmin(vmax(a, b), c));
+  // A finite reference keeps (-inf) - (-inf) from making NaN; the result stays hi + 0 = -inf.
+  const vec reference = vmax(hi, splat<acc_t>(Simd<acc_t>::lowest));
+  // Both exponents are <= 0 and the log's argument is in [1, 3]: the core functions suffice.
+  // (A NaN frame still makes every state NaN: it enters each one through its emission.)
+  return hi + vlog_core(acc_t(1) + vexp_core(mid - reference) + vexp_core(lo - reference));
+}
+
+// Runs `body(offset, valid)` over [begin, end) in whole vectors.  A ragged end is covered by
+// one more whole vector ending at `end`, which recomputes a few elements: every body here
+// writes outputs that depend only on its inputs, so that is harmless.  Ranges shorter than a
+// vector get valid < lanes, and the body then works on padded copies.
+template <typename acc_t, typename Body>
+inline void for_each_vector(int64_t begin, int64_t end, Body body) {
+  constexpr int lanes = Simd<acc_t>::lanes;
+  if (end - begin < lanes) {
+    if (end > begin) body(begin, static_cast<int>(end - begin));
+    return;
+  }
+  int64_t s = begin;
+  for (; s + lanes <= end; s += lanes) body(s, lanes);
+  if (s < end) body(end - lanes, lanes);
+}
+
+template <typename acc_t>
+inline typename Simd<acc_t>::vec load_partial(const acc_t* p, int valid, acc_t fill) {
+  if (valid == Simd<acc_t>::lanes) return load(p);
+  acc_t padded[Simd<acc_t>::lanes];
+  for (int i = 0; i < Simd<acc_t>::lanes; ++i) padded[i] = i < valid ? p[i] : fill;
+  return load(padded);
+}
+
+template <typename acc_t>
+inline void store_partial(acc_t* p, typename Simd<acc_t>::vec v, int valid) {
+  if (valid == Simd<acc_t>::lanes) return store(p, v);
+  acc_t padded[Simd<acc_t>::lanes];
+  store(padded, v);
+  for (int i = 0; i < valid; ++i) p[i] = padded[i];
+}
+
+// Horizontal max / sum of one vector as a tree (log2(lanes) dependent steps, not lanes).
+template <typename acc_t>
+inline acc_t reduce_max(typename Simd<acc_t>::vec v) {
+  acc_t lanes[Simd<acc_t>::lanes];
+  store(lanes, v);
+  for (int width = Simd<acc_t>::lanes / 2; width >= 1; width /= 2) {
+    for (int i = 0; i < width; ++i) lanes[i] = lanes[i + width] > lanes[i] ? lanes[i + width] : lanes[i];
+  }
+  return lanes[0];
+}
+
+template <typename acc_t>
+inline acc_t reduce_add(typename Simd<acc_t>::vec v) {
+  acc_t lanes[Simd<acc_t>::lanes];
+  store(lanes, v);
+  for (int width = Simd<acc_t>::lanes / 2; width >= 1; width /= 2) {
+    for (int i = 0; i < width; ++i) lanes[i] += lanes[i + width];
+  }
+  return lanes[0];
+}
+
+template <typename acc_t>
+acc_t row_logsumexp(const acc_t* row, int64_t num_classes) {
+  using vec = typename Simd<acc_t>::vec;
+  constexpr int lanes = Simd<acc_t>::lanes;
+  constexpr acc_t minus_inf = -__builtin_huge_val();
+  // The max is idempotent, so the overlapping last vector of for_each_vector is fine here.
+  vec max_lanes = splat<acc_t>(minus_inf);
+  for_each_vector<acc_t>(0, num_classes, [&](int64_t k, int valid) {
+    max_lanes = vmax(max_lanes, load_partial(row + k, valid, minus_inf));
+  });
+  const acc_t max_value = reduce_max<acc_t>(max_lanes);
+  // An all -inf row has no mass; a +inf entry makes the normaliser +inf (NaN rows follow below).
+  if (max_value == minus_inf || max_value == -minus_inf) return max_value;
+  // The sum is not: the ragged end is one padded load instead.
+  vec sum_lanes = vec{};
+  int64_t k = 0;
+  for (; k + lanes <= num_classes; k += lanes) sum_lanes += vexp(load<acc_t>(row + k) - max_value);
+  if (k < num_classes) {
+    sum_lanes += vexp(load_partial(row + k, static_cast<int>(num_classes - k), minus_inf) - max_value);
+  }
+  return max_value + vlog(splat<acc_t>(reduce_add<acc_t>(sum_lanes)))[0];
+}
+
+template <typename acc_t>
+void alpha_step(const acc_t* previous, const acc_t* emission, const acc_t* skip_penalty, acc_t* current,
+                int64_t begin, int64_t end) {
+  for_each_vector<acc_t>(begin, end, [&](int64_t s, int valid) {
+    constexpr acc_t minus_inf = -__builtin_huge_val();
+    const auto stay = load_partial(previous + s, valid, minus_inf);
+    const auto advance = load_partial(previous + s - 1, valid, minus_inf);
+    const auto skip = load_partial(previous + s - 2, valid, minus_inf) + load_partial(skip_penalty + s, valid, minus_inf);
+    store_partial(current + s, load_partial(emission + s, valid, acc_t(0)) + log_add3<acc_t>(stay, advance, skip), valid);
+  });
+}
+
+template <typename acc_t>
+void beta_step(const acc_t* next, const acc_t* emission, const acc_t* skip_penalty, acc_t* current, int64_t begin,
+               int64_t end) {
+  for_each_vector<acc_t>(begin, end, [&](int64_t s, int valid) {
+    constexpr acc_t minus_inf = -__builtin_huge_val();
+    const auto stay = load_partial(next + s, valid, minus_inf);
+    const auto advance = load_partial(next + s + 1, valid, minus_inf);
+    const auto skip = load_partial(next + s + 2, valid, minus_inf) + load_partial(skip_penalty + s + 2, valid, minus_inf);
+    store_partial(current + s, load_partial(emission + s, valid, acc_t(0)) + log_add3<acc_t>(stay, advance, skip), valid);
+  });
+}
+
+template <typename acc_t>
+void occupancy(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emission, acc_t neg_log_likelihood,
+               acc_t* out, int64_t begin, int64_t end) {
+  for_each_vector<acc_t>(begin, end, [&](int64_t s, int valid) {
+    constexpr acc_t minus_inf = -__builtin_huge_val();
+    const auto log_occupancy = load_partial(log_alpha + s, valid, minus_inf) + load_partial(log_beta + s, valid, minus_inf) -
+                               load_partial(emission + s, valid, acc_t(0)) + neg_log_likelihood;
+    store_partial(out + s, vexp(log_occupancy), valid);
+  });
+}
+
+template <typename acc_t>
+void gather_emissions(const acc_t* frame, const int64_t* state_labels, acc_t log_normalizer, acc_t* emission,
+                      int64_t begin, int64_t end) {
+  for (int64_t s = begin; s < end; ++s) emission[s] = frame[state_labels[s]] - log_normalizer;
+}
+
+template <typename acc_t>
+void scaled_softmax(const acc_t* row, acc_t log_normalizer, acc_t scale, acc_t* out, int64_t num_classes) {
+  for_each_vector<acc_t>(0, num_classes, [&](int64_t k, int valid) {
+    store_partial(out + k, scale * vexp(load_partial(row + k, valid, acc_t(0)) - log_normalizer), valid);
+  });
+}
+
+template <typename acc_t>
+void exp_elementwise(const acc_t* in, acc_t* out, int64_t count) {
+  for_each_vector<acc_t>(0, count, [&](int64_t i, int valid) {
+    store_partial(out + i, vexp(load_partial(in + i, valid, acc_t(0))), valid);
+  });
+}
+
+template <typename acc_t>
+void log_elementwise(const acc_t* in, acc_t* out, int64_t count) {
+  for_each_vector<acc_t>(0, count, [&](int64_t i, int valid) {
+    store_partial(out + i, vlog(load_partial(in + i, valid, acc_t(1))), valid);
+  });
+}
+
+template <typename acc_t>
+LatticeKernels<acc_t> lattice_kernels() {
+  return {&row_logsumexp<acc_t>, &alpha_step<acc_t>, &beta_step<acc_t>, &occupancy<acc_t>,
+          &gather_emissions<acc_t>, &scaled_softmax<acc_t>, &exp_elementwise<acc_t>, &log_elementwise<acc_t>};
+}
+
+}  // namespace
+}  // namespace CTC_SIMD_NAMESPACE
+}  // namespace cpu
+}  // namespace ctc_ext

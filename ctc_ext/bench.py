@@ -1,0 +1,425 @@
+"""ctc-bench: ctc_ext.ctc_loss against the built-in torch.nn.functional.ctc_loss.
+
+Run ``ctc-bench`` (or ``python -m ctc_ext.bench``) with no arguments for a built-in set of
+ASR- and OCR-like shapes; ``ctc-bench --help`` lists the options.  What is compared:
+
+* built-in: ``F.ctc_loss(x.log_softmax(2), ...)``, the pipeline users run today;
+* ours:     ``ctc_ext.ctc_loss(x, ...)`` on the same raw activations ``x`` (it normalises itself);
+
+both with reduction='mean', input lengths ragged (80-100% of T, the longest = T), target lengths
+80-100% of S, random labels, blank 0.  For float16 / bfloat16 the built-in (which does not take
+them) runs on ``x.float()``, as users do today; ours runs on the half-precision input itself.
+"""
+import argparse
+import ctypes
+import gc
+import json
+import math
+import os
+import statistics
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+
+# (T, N, C, S, what it stands for).  T frames, N batch, C classes, S (max) target length.
+DEFAULT_SHAPES = [
+    (50, 1, 29, 10, "tiny: one short utterance, per-call overhead"),
+    (150, 16, 29, 40, "ASR characters, short utterances"),
+    (500, 32, 29, 100, "ASR characters (issue target)"),
+    (1000, 8, 29, 300, "ASR characters, long utterances (issue target)"),
+    (250, 64, 29, 60, "ASR characters, large batch (issue target)"),
+    (100, 64, 96, 25, "OCR text lines, Latin"),
+    (500, 32, 1024, 100, "ASR word pieces (issue target)"),
+    (300, 32, 5000, 60, "ASR large word-piece vocabulary (issue target)"),
+    (200, 16, 8000, 40, "OCR Chinese characters (issue target)"),
+]
+
+MEMORY_METHOD = (
+    "Peak memory: CUDA: torch.cuda.max_memory_allocated() over one training step minus the memory "
+    "allocated before it.  CPU (Linux): the rise of the process's resident-set high-water mark "
+    "(VmHWM, reset through /proc/self/clear_refs) over the resident set before one training step, "
+    "with glibc's mmap threshold pinned at 64 KiB so that every freed tensor goes back to the OS; "
+    "it counts every allocation of the step (the kernels' own scratch included), after a warm-up "
+    "step.  Where /proc is not available it is reported as null.")
+
+
+@dataclass
+class Shape:
+    T: int
+    N: int
+    C: int
+    S: int
+    note: str = ""
+
+    def label(self):
+        return f"T={self.T} N={self.N} C={self.C} S={self.S}"
+
+
+def parse_shape(text):
+    """'T,N,C,S' -> Shape, or an argparse error that says what is wrong."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"shape {text!r} must be four integers T,N,C,S (e.g. 500,32,29,100)")
+    try:
+        T, N, C, S = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape {text!r} must be four integers T,N,C,S") from None
+    if min(T, N, S) < 1 or C < 2:
+        raise argparse.ArgumentTypeError(f"shape {text!r}: need T, N, S >= 1 and C >= 2")
+    if S > math.floor(0.8 * T):
+        raise argparse.ArgumentTypeError(f"shape {text!r}: S must be at most 0.8 T so every ragged sample "
+                                         "can be aligned")
+    return Shape(T, N, C, S)
+
+
+def parse_list(choices, what):
+    def parse(text):
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        bad = [item for item in items if item not in choices]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(f"{what} must be a comma-separated list of {', '.join(choices)}; "
+                                             f"got {text!r}")
+        return items
+    return parse
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="ctc-bench",
+        description=__doc__.split("\n\n", 1)[1],
+        epilog=textwrap.fill(
+            "Times are medians over --repeat runs after a warm-up, the two pipelines alternating in one "
+            "process; forward is timed under torch.no_grad(), fwd+bwd is loss.backward() included.  On "
+            "CUDA, float32 shapes with targets shorter than 256 also time the built-in's cuDNN path "
+            "(int32 concatenated targets and lengths on the CPU).", 100) + "\n\n" + textwrap.fill(MEMORY_METHOD, 100),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", type=parse_list(["cpu", "cuda"], "--device"), default=None,
+                        help="comma-separated devices (default: cpu, and cuda when available)")
+    parser.add_argument("--dtype", type=parse_list(list(DTYPES), "--dtype"), default=["float32"],
+                        help="comma-separated dtypes of x: float32 (default), float64, float16, bfloat16")
+    parser.add_argument("--shapes", type=parse_shape, nargs="+", default=None, metavar="T,N,C,S",
+                        help="shapes to run instead of the built-in set, e.g. --shapes 500,32,29,100 300,32,5000,60")
+    parser.add_argument("--repeat", type=positive_int, default=3,
+                        help="timed runs per pipeline and measurement (default 3; medians are reported)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch.set_num_threads for the CPU runs (default: torch's default)")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="write the rows (one per shape, device and dtype) as a JSON list")
+    parser.add_argument("--plot", metavar="PATH", default=None,
+                        help="write a PNG of the speedups against T and against C (needs matplotlib: "
+                             "pip install 'ctc_ext[plot]')")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default 0)")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------
+# Inputs and the two pipelines.
+
+def make_inputs(shape, dtype, device, seed):
+    generator = torch.Generator().manual_seed(seed)
+    T, N, C, S = shape.T, shape.N, shape.C, shape.S
+    x = torch.randn(T, N, C, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+    input_lengths = torch.randint(math.floor(0.8 * T), T + 1, (N,), generator=generator)
+    input_lengths[0] = T
+    target_lengths = torch.randint(max(1, math.floor(0.8 * S)), S + 1, (N,), generator=generator)
+    target_lengths = torch.minimum(target_lengths, input_lengths // 2 + 1)  # leaves room for repeats
+    targets = torch.randint(1, C, (N, S), generator=generator)
+    return x, targets.to(device), input_lengths.to(device), target_lengths.to(device)
+
+
+def builtin_loss(x, targets, input_lengths, target_lengths, reduction="mean"):
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()  # the built-in takes float32 / float64 only; this is what users do
+    return F.ctc_loss(x.log_softmax(2), targets, input_lengths, target_lengths, reduction=reduction)
+
+
+def cudnn_inputs(targets, input_lengths, target_lengths):
+    """The argument forms that make the built-in take its cuDNN path on CUDA (blank 0, float32,
+    int32 concatenated targets and lengths on the CPU, targets shorter than 256)."""
+    if int(target_lengths.max()) >= 256:
+        return None
+    concatenated = torch.cat([targets[n, :int(target_lengths[n])] for n in range(targets.shape[0])])
+    return (concatenated.to("cpu", torch.int32), input_lengths.to("cpu", torch.int32),
+            target_lengths.to("cpu", torch.int32))
+
+
+def ours_loss(x, targets, input_lengths, target_lengths, reduction="mean"):
+    import ctc_ext
+    return ctc_ext.ctc_loss(x, targets, input_lengths, target_lengths, reduction=reduction)
+
+
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def forward_step(loss_fn, x, args):
+    with torch.no_grad():
+        return loss_fn(x, *args)
+
+
+def train_step(loss_fn, x, args):
+    x.grad = None
+    loss = loss_fn(x, *args)
+    loss.backward()
+    return loss
+
+
+def time_alternating(pipelines, device, repeat):
+    """Median seconds of each of `pipelines` (name -> thunk), run alternately after a warm-up."""
+    for thunk in pipelines.values():
+        thunk()
+    synchronize(device)
+    samples = {name: [] for name in pipelines}
+    for _ in range(repeat):
+        for name, thunk in pipelines.items():
+            synchronize(device)
+            start = time.perf_counter()
+            thunk()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+# ------------------------------------------------------------------------------------------
+# Peak memory.
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def pin_malloc_threshold():
+    """glibc: a fixed mmap threshold, so freed tensors return to the OS and RSS follows them.
+    Called before any tensor of the benchmark exists."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
+
+
+def _status_bytes(key):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def peak_memory_mb(step, device):
+    """Peak memory of one call of `step` above what was in use before it, in MiB (None if unknown)."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+    try:
+        libc = _libc()
+        if libc is not None:
+            libc.malloc_trim(0)  # what earlier steps freed leaves the resident set first
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM to the current RSS
+        before = _status_bytes("VmRSS")
+        step()
+        return max(0, _status_bytes("VmHWM") - before) / 2 ** 20
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------
+# One row.
+
+def max_abs_diff(a, b):
+    a, b = a.double(), b.double()
+    both_inf = torch.isinf(a) & torch.isinf(b) & (a.sign() == b.sign())
+    diff = (a - b).abs().masked_fill(both_inf, 0)
+    return float(diff.max()) if diff.numel() else 0.0
+
+
+def measure(shape, device, dtype_name, repeat, seed):
+    dtype = DTYPES[dtype_name]
+    x, targets, input_lengths, target_lengths = make_inputs(shape, dtype, device, seed)
+    args = (targets, input_lengths, target_lengths)
+    row = {"T": shape.T, "N": shape.N, "C": shape.C, "S": shape.S, "device": device, "dtype": dtype_name,
+           "builtin": "F.ctc_loss(x.log_softmax(2))" + (" on x.float()" if dtype_name in ("float16", "bfloat16")
+                                                         else ""),
+           "note": shape.note}
+    if device == "cpu":
+        import ctc_ext
+        row["isa"] = torch.ops.ctc_ext._cpu_kernel_isa()
+        row["threads"] = torch.get_num_threads()
+
+    # Accuracy first, on per-sample losses and on the gradient of the mean loss.
+    x_builtin = x.detach().clone().requires_grad_()
+    x_ours = x.detach().clone().requires_grad_()
+    builtin_losses = builtin_loss(x_builtin, *args, reduction="none")
+    ours_losses = ours_loss(x_ours, *args, reduction="none")
+    row["max_loss_diff"] = max_abs_diff(ours_losses.detach(), builtin_losses.detach())
+    row["max_loss_rel_diff"] = float(((ours_losses.detach().double() - builtin_losses.detach().double()).abs()
+                                      / builtin_losses.detach().double().abs().clamp_min(1e-30)).max())
+    train_step(builtin_loss, x_builtin, args)
+    train_step(ours_loss, x_ours, args)
+    row["max_grad_diff"] = max_abs_diff(ours_losses.new_tensor(0) + x_ours.grad.double(), x_builtin.grad.double())
+
+    x_train = x.detach().clone().requires_grad_()
+    forward_times = time_alternating({
+        "builtin": lambda: forward_step(builtin_loss, x, args),
+        "ours": lambda: forward_step(ours_loss, x, args),
+    }, device, repeat)
+    train_times = time_alternating({
+        "builtin": lambda: train_step(builtin_loss, x_train, args),
+        "ours": lambda: train_step(ours_loss, x_train, args),
+    }, device, repeat)
+    x_train.grad = None
+    row["builtin_fwd_ms"] = 1e3 * forward_times["builtin"]
+    row["ours_fwd_ms"] = 1e3 * forward_times["ours"]
+    row["builtin_train_ms"] = 1e3 * train_times["builtin"]
+    row["ours_train_ms"] = 1e3 * train_times["ours"]
+    row["speedup_fwd"] = forward_times["builtin"] / forward_times["ours"]
+    row["speedup_train"] = train_times["builtin"] / train_times["ours"]
+
+    # Peak memory of one training step each (after the warm-ups above).
+    row["builtin_peak_mb"] = peak_memory_mb(lambda: train_step(builtin_loss, x_train, args), device)
+    x_train.grad = None
+    row["ours_peak_mb"] = peak_memory_mb(lambda: train_step(ours_loss, x_train, args), device)
+    x_train.grad = None
+
+    if device == "cuda" and dtype == torch.float32:
+        cudnn_args = cudnn_inputs(*args)
+        if cudnn_args is not None:
+            cudnn_times = time_alternating({
+                "cudnn": lambda: train_step(builtin_loss, x_train, cudnn_args),
+                "ours": lambda: train_step(ours_loss, x_train, args),
+            }, device, repeat)
+            row["builtin_cudnn_train_ms"] = 1e3 * cudnn_times["cudnn"]
+            row["speedup_train_vs_cudnn"] = cudnn_times["cudnn"] / cudnn_times["ours"]
+    return row
+
+
+# ------------------------------------------------------------------------------------------
+# Output.
+
+COLUMNS = [
+    ("shape", lambda r: f"{r['T']}x{r['N']}x{r['C']}x{r['S']}"),
+    ("dev", lambda r: r["device"]),
+    ("dtype", lambda r: r["dtype"]),
+    ("fwd ms (built-in/ours)", lambda r: f"{r['builtin_fwd_ms']:.2f}/{r['ours_fwd_ms']:.2f}"),
+    ("x", lambda r: f"{r['speedup_fwd']:.1f}"),
+    ("fwd+bwd ms (built-in/ours)", lambda r: f"{r['builtin_train_ms']:.2f}/{r['ours_train_ms']:.2f}"),
+    ("x", lambda r: f"{r['speedup_train']:.1f}"),
+    ("peak MiB (built-in/ours)", lambda r: "n/a" if r["builtin_peak_mb"] is None
+     else f"{r['builtin_peak_mb']:.1f}/{r['ours_peak_mb']:.1f}"),
+    ("max |dloss|", lambda r: f"{r['max_loss_diff']:.1e}"),
+    ("max |dgrad|", lambda r: f"{r['max_grad_diff']:.1e}"),
+]
+
+
+def format_table(rows):
+    cells = [[name for name, _ in COLUMNS]] + [[fmt(row) for _, fmt in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_plot(rows, path, plt):
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, key, label in ((axes[0], "T", "T (frames)"), (axes[1], "C", "C (classes)")):
+        for series, marker in (("speedup_train", "o"), ("speedup_fwd", "s")):
+            for (device, dtype) in sorted({(r["device"], r["dtype"]) for r in rows}):
+                points = sorted((r[key], r[series]) for r in rows if r["device"] == device and r["dtype"] == dtype)
+                axis.scatter([p[0] for p in points], [p[1] for p in points], marker=marker,
+                             label=f"{'fwd+bwd' if series == 'speedup_train' else 'fwd'} {device} {dtype}")
+        axis.axhline(1.0, color="gray", linewidth=0.8)
+        axis.set_xscale("log")
+        axis.set_xlabel(label)
+        axis.set_ylabel("speedup over F.ctc_loss (x)")
+        axis.grid(True, alpha=0.3)
+    axes[1].legend(fontsize=8)
+    figure.suptitle("ctc_ext.ctc_loss vs log_softmax + F.ctc_loss")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    devices = options.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if "cuda" in devices and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available in this torch / on this machine")
+    plt = None
+    if options.plot is not None:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            parser.error("--plot needs matplotlib, which is not installed: pip install 'ctc_ext[plot]'")
+    for path in (options.json, options.plot):
+        if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            parser.error(f"cannot write {path}: its directory does not exist")
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    pin_malloc_threshold()
+    shapes = options.shapes or [Shape(*shape) for shape in DEFAULT_SHAPES]
+
+    import ctc_ext  # noqa: F401  (fails here, not mid-run, if the extension is not built)
+
+    jobs = [(shape, device, dtype) for device in devices for dtype in options.dtype for shape in shapes]
+    print(f"ctc-bench: {len(jobs)} measurements, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"repeat {options.repeat}", file=sys.stderr)
+    rows = []
+    started = time.perf_counter()
+    for index, (shape, device, dtype) in enumerate(jobs, 1):
+        print(f"[{index}/{len(jobs)}] {device} {dtype} {shape.label()} ...", end="", flush=True, file=sys.stderr)
+        try:
+            row = measure(shape, device, dtype, options.repeat, options.seed)
+        except (RuntimeError, NotImplementedError) as error:
+            # e.g. a build without kernels for this device: say so and go on with the other rows.
+            print(f" skipped: {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
+            continue
+        rows.append(row)
+        print(f" fwd {row['speedup_fwd']:.1f}x, fwd+bwd {row['speedup_train']:.1f}x "
+              f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    if not rows:
+        print("ctc-bench: no measurement succeeded", file=sys.stderr)
+        return 1
+    print(format_table(rows))
+    if any(r["dtype"] in ("float16", "bfloat16") for r in rows):
+        print("float16 / bfloat16 rows: the built-in ran on x.float() (it takes no half precision); "
+              "differences are against that float32 result.")
+    if options.json is not None:
+        with open(options.json, "w") as out:
+            json.dump(rows, out, indent=1)
+        print(f"wrote {options.json}", file=sys.stderr)
+    if options.plot is not None:
+        write_plot(rows, options.plot, plt)
+        print(f"wrote {options.plot}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""ctc-bench: its rows, its options and its errors (no timing is asserted)."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ctc_ext import bench
+
+ROW_KEYS = {"T", "N", "C", "S", "device", "dtype", "builtin_fwd_ms", "ours_fwd_ms", "builtin_train_ms",
+            "ours_train_ms", "speedup_fwd", "speedup_train", "builtin_peak_mb", "ours_peak_mb", "max_loss_diff",
+            "max_grad_diff"}
+
+
+def run_json(tmp_path, *args):
+    path = tmp_path / "rows.json"
+    assert bench.main(["--repeat", "1", "--device", "cpu", "--json", str(path), *args]) == 0
+    return json.loads(path.read_text())
+
+
+def test_json_has_one_row_per_shape_and_dtype_with_every_key(tmp_path, capsys):
+    rows = run_json(tmp_path, "--shapes", "20,2,5,4", "12,3,40,3", "--dtype", "float32,float64")
+    assert len(rows) == 4
+    assert {(r["T"], r["N"], r["C"], r["S"], r["dtype"]) for r in rows} == {
+        (20, 2, 5, 4, "float32"), (12, 3, 40, 3, "float32"), (20, 2, 5, 4, "float64"), (12, 3, 40, 3, "float64")}
+    for row in rows:
+        assert ROW_KEYS <= row.keys()
+        assert row["device"] == "cpu"
+        assert row["builtin_fwd_ms"] > 0 and row["ours_train_ms"] > 0
+        assert row["speedup_train"] == pytest.approx(row["builtin_train_ms"] / row["ours_train_ms"])
+    # The accuracy columns really compare the two: float64 agrees to rounding.
+    for row in rows:
+        bound = 1e-9 if row["dtype"] == "float64" else 1e-3
+        assert row["max_loss_diff"] <= bound and row["max_grad_diff"] <= bound
+    table = capsys.readouterr().out
+    assert "20x2x5x4" in table and "fwd+bwd" in table
+
+
+def test_half_precision_rows_compare_with_the_builtin_on_float32(tmp_path, capsys):
+    rows = run_json(tmp_path, "--shapes", "16,2,6,3", "--dtype", "bfloat16")
+    assert rows[0]["dtype"] == "bfloat16"
+    assert "x.float()" in rows[0]["builtin"]
+    assert rows[0]["max_grad_diff"] < 0.05  # bfloat16 gradient against the float32 one
+    assert "x.float()" in capsys.readouterr().out
+
+
+def test_peak_memory_is_measured_on_linux(tmp_path):
+    rows = run_json(tmp_path, "--shapes", "200,8,500,20")
+    if sys.platform.startswith("linux"):
+        # Both pipelines allocate at least the (T, N, C) float32 gradient: 3 MiB here.
+        assert rows[0]["builtin_peak_mb"] > 2.5 and rows[0]["ours_peak_mb"] > 2.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shapes", "1,2,3"], "four integers"),
+    (["--shapes", "10,2,x,3"], "four integers"),
+    (["--shapes", "10,0,5,3"], "T, N, S >= 1"),
+    (["--shapes", "10,2,5,9"], "at most 0.8 T"),
+    (["--repeat", "0"], "positive integer"),
+    (["--threads", "two"], "positive integer"),
+    (["--dtype", "float8"], "--dtype"),
+    (["--device", "tpu"], "--device"),
+    (["--json", "/nonexistent-dir/rows.json"], "directory does not exist"),
+    (["--frobnicate"], "unrecognized arguments"),
+])
+def test_bad_options_are_argparse_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_cuda_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--device", "cuda", "--shapes", "10,1,5,2"])
+    assert exit_info.value.code == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_plot_writes_a_png_or_explains_the_missing_extra(tmp_path, capsys):
+    path = tmp_path / "speedup.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(["--plot", str(path), "--shapes", "10,1,5,2", "--repeat", "1"])
+        assert exit_info.value.code == 2
+        assert "pip install 'ctc_ext[plot]'" in capsys.readouterr().err
+    else:
+        assert bench.main(["--plot", str(path), "--shapes", "10,1,5,2", "20,2,9,4", "--repeat", "1"]) == 0
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_module_entry_point_prints_help_with_the_memory_method():
+    result = subprocess.run([sys.executable, "-m", "ctc_ext.bench", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    assert "--shapes" in result.stdout and "VmHWM" in result.stdout

@@ -1,9 +1,11 @@
 """Decoding and forced alignment: greedy (best path), CTC prefix beam search, Viterbi alignment.
 
-The kernels are CPU C++ (csrc/decode/); these functions normalise the arguments the way
+The kernels are C++ on the CPU (csrc/decode/) and, for greedy decoding and forced alignment,
+CUDA (csrc/cuda/decode_kernels.cuh); these functions normalise the arguments the way
 :func:`ctc_ext.ctc_loss` does (layouts, lengths as tensors or sequences) and turn the padded
-outputs of the operators into per-sample Python lists.  Tensors on another device (CUDA) are
-moved to the CPU first; decoding is a small part of a step, and results are returned on the CPU.
+outputs of the operators into per-sample Python lists.  CUDA tensors are decoded on the GPU when
+the build has the op's CUDA kernel (results stay on the GPU); otherwise (beam search, or a
+CPU-only build) they are moved to the CPU and results come back on the CPU.
 """
 import math
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -62,8 +64,15 @@ def _forced_align_fake(logits, targets, input_lengths, target_lengths, blank):
 
 # ----------------------------------------------------------------------------------------------
 # Argument normalisation shared by the public functions.
-def _time_major_cpu(log_probs: Tensor, batch_first: bool) -> Tensor:
-    """(T, N, C) detached CPU view of ``log_probs`` after the checks every decoder shares."""
+def _has_cuda_kernel(op_name: str) -> bool:
+    """Whether ctc_ext::<op_name> has a CUDA kernel in this build (False for CPU-only builds)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"ctc_ext::{op_name}", "CUDA")
+
+
+def _time_major(log_probs: Tensor, batch_first: bool, op_name: str) -> Tensor:
+    """(T, N, C) detached view of ``log_probs`` after the checks every decoder shares, on the
+    device where ctc_ext::<op_name> runs: CUDA tensors stay there when the op has a CUDA kernel,
+    everything else goes to the CPU."""
     if not isinstance(log_probs, Tensor):
         raise TypeError(f"log_probs must be a tensor, got {type(log_probs).__name__}")
     if log_probs.dtype not in _FLOAT_DTYPES:
@@ -76,6 +85,8 @@ def _time_major_cpu(log_probs: Tensor, batch_first: bool) -> Tensor:
     logits = log_probs.detach()
     if batch_first:
         logits = logits.transpose(0, 1)
+    if logits.is_cuda and _has_cuda_kernel(op_name):
+        return logits
     return logits.cpu()
 
 
@@ -107,15 +118,16 @@ def greedy_decode(log_probs: Tensor, input_lengths: Optional[Lengths] = None, bl
 
     Args:
         log_probs: :math:`(T, N, C)`, or :math:`(N, T, C)` with ``batch_first=True``; raw
-            logits or log-probabilities (the argmax is the same). Any device; CUDA tensors are
-            decoded on the CPU.
+            logits or log-probabilities (the argmax is the same). CPU, or CUDA (decoded on the
+            GPU; on the CPU in a build without CUDA kernels).
         input_lengths: :math:`(N,)` tensor or sequence of ints in ``[0, T]``. Default: every
             sample has all ``T`` frames.
         blank: index of the blank class. Default: 0.
         batch_first: take ``log_probs`` as :math:`(N, T, C)`. Default: ``False``.
 
     Returns:
-        A list of ``N`` int64 CPU tensors, the decoded labels of each sample.
+        A list of ``N`` int64 tensors, the decoded labels of each sample, on the device the
+        decoding ran on (that of ``log_probs`` when it has a kernel there, else the CPU).
 
     Example::
 
@@ -123,8 +135,9 @@ def greedy_decode(log_probs: Tensor, input_lengths: Optional[Lengths] = None, bl
         >>> hypotheses = ctc_ext.greedy_decode(logits, [50, 48, 45, 50])
         >>> [h.tolist() for h in hypotheses]
     """
-    logits = _time_major_cpu(log_probs, batch_first)
+    logits = _time_major(log_probs, batch_first, "greedy_decode")
     _check_blank(blank, logits.shape[2])
+    # Lengths stay on the CPU: the op checks their values there, without a device round trip.
     lengths = _input_lengths_or_full(input_lengths, logits)
     labels, label_lengths = ops.greedy_decode(logits, lengths, blank)
     return [labels[n, :length] for n, length in enumerate(label_lengths.tolist())]
@@ -178,7 +191,7 @@ def beam_search(log_probs: Tensor, input_lengths: Optional[Lengths] = None, beam
         >>> results = ctc_ext.beam_search(logits, beam_width=8, top_k=3)
         >>> best_labels, best_log_prob = results[0][0]
     """
-    logits = _time_major_cpu(log_probs, batch_first)
+    logits = _time_major(log_probs, batch_first, "beam_search")
     _check_blank(blank, logits.shape[2])
     _check_positive_int(beam_width, "beam_width")
     _check_positive_int(top_k, "top_k")
@@ -290,8 +303,8 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, tar
 
     Args:
         log_probs: :math:`(T, N, C)`, or :math:`(N, T, C)` with ``batch_first=True``; raw
-            logits or log-probabilities (log-softmax is applied per frame). Any device; CUDA
-            tensors are aligned on the CPU.
+            logits or log-probabilities (log-softmax is applied per frame). CPU, or CUDA
+            (aligned on the GPU; on the CPU in a build without CUDA kernels).
         targets: :math:`(N, S)` padded, or 1-D concatenated of length ``sum(target_lengths)``;
             int32 or int64; labels in ``[0, C)``, never ``blank``.
         input_lengths: :math:`(N,)` tensor or sequence of ints in ``[0, T]``.
@@ -300,8 +313,9 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, tar
         batch_first: take ``log_probs`` as :math:`(N, T, C)`. Default: ``False``.
 
     Returns:
-        ``(alignment, frame_log_probs)``, both :math:`(N, T)` CPU tensors whatever the layout of
-        ``log_probs``.  ``alignment`` (int64) holds the class of the path at every frame: a label,
+        ``(alignment, frame_log_probs)``, both :math:`(N, T)` whatever the layout of
+        ``log_probs``, on the device the alignment ran on (that of ``log_probs`` when it has a
+        kernel there, else the CPU).  ``alignment`` (int64) holds the class of the path at every frame: a label,
         ``blank`` where the path is in a blank state, and ``-1`` from the input length on.
         ``frame_log_probs`` (float64 for float64 input, float32 otherwise) holds the
         log-probability of that class at that frame, and ``0`` from the input length on, so
@@ -311,6 +325,9 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, tar
         ValueError: naming the sample, when a target has no alignment of non-zero probability
             (its length plus its number of adjacent repeated labels exceeds the input length, or
             the frames give probability 0 to what it needs).
+        ValueError: naming the sample, when targets on the GPU hold a label outside ``[0, C)``
+            or the blank (labels on the CPU are checked before the alignment, with the op's
+            messages).
 
     Example::
 
@@ -319,7 +336,7 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, tar
         >>> alignment, frame_log_probs = ctc_ext.forced_align(logits, targets, [50, 40], [4, 2])
         >>> ctc_ext.token_spans(alignment)[0]          # [(label, start, end), ...], end exclusive
     """
-    logits = _time_major_cpu(log_probs, batch_first)
+    logits = _time_major(log_probs, batch_first, "forced_align")
     if not isinstance(targets, Tensor):
         raise TypeError(f"targets must be a tensor, got {type(targets).__name__}")
     if targets.dtype not in (torch.int32, torch.int64):
@@ -333,8 +350,17 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, tar
     cpu = torch.device("cpu")
     input_lengths = _as_length_tensor(input_lengths, "input_lengths", N, cpu)
     target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, cpu)
-    alignment, frame_log_probs, path_log_prob = ops.forced_align(logits, targets.cpu(), input_lengths,
+    # Targets may stay on the GPU for a GPU alignment (their labels are then checked there, and
+    # a sample with invalid labels gets a NaN score); lengths stay on the CPU, checked there.
+    if not logits.is_cuda:
+        targets = targets.cpu()
+    alignment, frame_log_probs, path_log_prob = ops.forced_align(logits, targets, input_lengths,
                                                                  target_lengths, blank)
+    path_log_prob = path_log_prob.cpu()
+    invalid = torch.nonzero(path_log_prob.isnan()).flatten().tolist()
+    if invalid:
+        raise ValueError(f"forced_align: targets of sample {invalid[0]} hold a label outside [0, C) = [0, {C}) "
+                         f"or the blank ({blank})")
     impossible = torch.nonzero(path_log_prob == -math.inf).flatten().tolist()
     if impossible:
         n = impossible[0]

@@ -153,3 +153,89 @@ def test_lengths_given_on_the_host_are_checked_there():
         ctc_ext.ctc_loss(logits, targets.cpu(), [11, 10], target_lengths.cpu())
     loss = ctc_ext.ctc_loss(logits, targets.cpu(), input_lengths.tolist(), target_lengths.tolist(), reduction="mean")
     torch.testing.assert_close(loss, ctc_ext.ctc_loss(logits, targets, input_lengths, target_lengths))
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoders: greedy_decode and forced_align have CUDA kernels (beam_search is CPU-only).
+
+def test_decoders_have_cuda_kernels_and_beam_search_does_not():
+    def has(op):
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"ctc_ext::{op}", "CUDA")
+    assert has("greedy_decode") and has("forced_align") and not has("beam_search")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("blank", [0, 5])
+def test_greedy_decode_on_gpu_matches_cpu(dtype, blank):
+    # Quantised logits: many tied maxima, so the first-max rule is exercised too (comparisons are
+    # exact, so the GPU must match the CPU bit for bit).
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randint(0, 4, (60, 6, 9), generator=generator).to(dtype)
+    lengths = torch.tensor([60, 59, 31, 1, 0, 45])
+    want = ctc_ext.ops.greedy_decode(logits, lengths, blank)
+    got = ctc_ext.ops.greedy_decode(logits.cuda(), lengths, blank)
+    assert got[0].is_cuda and got[1].is_cuda
+    assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+    got_device_lengths = ctc_ext.ops.greedy_decode(logits.cuda(), lengths.cuda(), blank)
+    assert torch.equal(got_device_lengths[0].cpu(), want[0])
+    hypotheses = ctc_ext.greedy_decode(logits.cuda(), lengths, blank)
+    assert all(h.is_cuda for h in hypotheses)
+    assert [h.tolist() for h in hypotheses] == [h.tolist() for h in ctc_ext.greedy_decode(logits, lengths, blank)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("padded", [True, False])
+def test_forced_align_on_gpu_matches_cpu(dtype, padded):
+    logits, targets, input_lengths, target_lengths = sample_inputs(80, 6, 12, 25, "cpu", dtype=dtype, seed=4)
+    if not padded:
+        targets = torch.cat([targets[n, :target_lengths[n]] for n in range(targets.shape[0])])
+    want = ctc_ext.ops.forced_align(logits, targets, input_lengths, target_lengths, 0)
+    for device_targets in (targets, targets.cuda()):
+        got = ctc_ext.ops.forced_align(logits.cuda(), device_targets, input_lengths, target_lengths, 0)
+        # The GPU logsumexp may differ from the CPU's in the last bits; random scores have no
+        # near ties, so the paths agree exactly and the scores to rounding.
+        assert torch.equal(got[0].cpu(), want[0])
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(got[1].cpu(), want[1], rtol=tol, atol=tol)
+        torch.testing.assert_close(got[2].cpu(), want[2], rtol=tol, atol=tol)
+    alignment, frame_log_probs = ctc_ext.forced_align(logits.cuda(), targets, input_lengths, target_lengths)
+    assert alignment.is_cuda and torch.equal(alignment.cpu(), want[0])
+
+
+def test_forced_align_on_gpu_long_targets_and_impossible_samples():
+    generator = torch.Generator().manual_seed(5)
+    T, N, C, S = 700, 3, 40, 600   # 2 S + 1 states: several times the threads of a block
+    logits = torch.randn(T, N, C, generator=generator, dtype=torch.float64)
+    targets = torch.randint(1, C, (N, S), generator=generator)
+    input_lengths, target_lengths = torch.tensor([700, 650, 100]), torch.tensor([600, 500, 200])
+    want = ctc_ext.ops.forced_align(logits, targets, input_lengths, target_lengths, 0)
+    got = ctc_ext.ops.forced_align(logits.cuda(), targets, input_lengths, target_lengths, 0)
+    assert torch.equal(got[0].cpu(), want[0])
+    torch.testing.assert_close(got[2].cpu(), want[2], rtol=1e-12, atol=1e-12)
+    assert got[2][2].item() == float("-inf")
+    with pytest.raises(ValueError, match="sample 2"):
+        ctc_ext.forced_align(logits.cuda(), targets, input_lengths, target_lengths)
+
+
+def test_forced_align_invalid_labels_on_device_raise_value_error():
+    logits = torch.randn(10, 2, 5, device="cuda")
+    targets = torch.tensor([[1, 2], [1, 9]], device="cuda")  # 9 >= C, checked on the device
+    with pytest.raises(ValueError, match="sample 1"):
+        ctc_ext.forced_align(logits, targets, [10, 10], [2, 2])
+    with pytest.raises(RuntimeError, match="targets must hold labels"):
+        ctc_ext.forced_align(logits, targets.cpu(), [10, 10], [2, 2])  # checked on the host
+
+
+def test_decoders_are_deterministic_and_handle_empty_batches():
+    logits = torch.randint(0, 3, (40, 5, 7), generator=torch.Generator().manual_seed(6)).double().cuda()
+    lengths = torch.tensor([40, 30, 20, 10, 0])
+    targets = torch.randint(1, 7, (5, 8), generator=torch.Generator().manual_seed(7))
+    target_lengths = torch.tensor([8, 6, 4, 2, 0])
+    for op, args in ((ctc_ext.ops.greedy_decode, (logits, lengths, 0)),
+                     (ctc_ext.ops.forced_align, (logits, targets, lengths, target_lengths, 0))):
+        first, again = op(*args), op(*args)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+    empty = torch.randn(5, 0, 4, device="cuda")
+    assert ctc_ext.ops.greedy_decode(empty, torch.zeros(0, dtype=torch.long), 0)[0].shape == (0, 5)
+    no_lengths = torch.zeros(0, dtype=torch.long)
+    assert ctc_ext.ops.forced_align(empty, torch.zeros(0, 2, dtype=torch.long), no_lengths, no_lengths, 0)[2].shape == (0,)

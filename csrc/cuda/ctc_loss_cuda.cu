@@ -9,21 +9,11 @@
 #define CTC_CHECK_LAUNCH() C10_CUDA_KERNEL_LAUNCH_CHECK()
 #include "ctc_loss_kernels.cuh"
 #include "ctc_loss_host.h"
+#include "cuda_device.h"
 
 namespace ctc_ext {
 namespace cuda {
 namespace {
-
-// Sizes the grids of the row kernels; an attribute query, no synchronisation.
-int64_t multiprocessor_count(c10::DeviceIndex device) {
-  int count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
-}
-
-void check_on_cuda(const at::Tensor& logits) {
-  TORCH_CHECK(logits.is_cuda(), "logits must be a CUDA tensor for the CUDA kernel, got ", logits.device());
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_cuda(const at::Tensor& logits,
                                                                      const at::Tensor& targets,

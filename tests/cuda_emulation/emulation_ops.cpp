@@ -5,7 +5,9 @@
 
 #define CTC_CHECK_LAUNCH() ((void)0)  // the emulated launch throws on an invalid configuration
 #include "../../csrc/cuda/ctc_loss_kernels.cuh"
+#include "../../csrc/cuda/decode_kernels.cuh"
 #include "../../csrc/cuda/ctc_loss_host.h"
+#include "../../csrc/cuda/decode_host.h"
 
 #include "emulation_ops.h"
 
@@ -34,6 +36,19 @@ at::Tensor backward(const at::Tensor& grad_nll, const at::Tensor& logits, const 
   return ctc_ext::cuda::ctc_loss_backward_device(grad_nll, logits, targets, input_lengths, target_lengths,
                                                  neg_log_likelihood, log_alpha, log_normalizer, blank, zero_infinity,
                                                  multiprocessor_count, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor> greedy_decode(const at::Tensor& logits, const at::Tensor& input_lengths,
+                                                 int64_t blank, int64_t multiprocessor_count) {
+  check_on_cpu(logits);
+  return ctc_ext::cuda::greedy_decode_device(logits, input_lengths, blank, multiprocessor_count, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forced_align(const at::Tensor& logits, const at::Tensor& targets,
+                                                            const at::Tensor& input_lengths,
+                                                            const at::Tensor& target_lengths, int64_t blank) {
+  check_on_cpu(logits);
+  return ctc_ext::cuda::forced_align_device(logits, targets, input_lengths, target_lengths, blank, nullptr);
 }
 
 // The launch shapes the host code would use, for tests of the configuration itself.

@@ -20,6 +20,13 @@ at::Tensor backward(const at::Tensor& grad_nll, const at::Tensor& logits, const 
                     const at::Tensor& log_normalizer, int64_t blank, bool zero_infinity,
                     int64_t multiprocessor_count);
 
+std::tuple<at::Tensor, at::Tensor> greedy_decode(const at::Tensor& logits, const at::Tensor& input_lengths,
+                                                 int64_t blank, int64_t multiprocessor_count);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forced_align(const at::Tensor& logits, const at::Tensor& targets,
+                                                            const at::Tensor& input_lengths,
+                                                            const at::Tensor& target_lengths, int64_t blank);
+
 std::vector<int64_t> launch_shapes(int64_t T, int64_t N, int64_t C, int64_t num_target_slots, int64_t padded_width,
                                    int64_t acc_size, int64_t multiprocessor_count);
 

@@ -47,7 +47,10 @@ def extension():
     debug = os.environ.get("CTC_EXT_DEBUG", "0") == "1"
     cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
     cxx_flags += ["-std=c++20", "-fvisibility=hidden"]  # torch >= 2.14 headers need C++20
-    extra_link = []
+    # at::parallel_for only runs in parallel when the caller is compiled with OpenMP (torch's
+    # ATen/Parallel-inl.h falls back to a serial loop without _OPENMP); torch's wheels use libgomp.
+    cxx_flags += ["-fopenmp"]
+    extra_link = ["-fopenmp"]
     if os.environ.get("CTC_EXT_ASAN", "0") == "1":
         cxx_flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         extra_link += ["-fsanitize=address"]

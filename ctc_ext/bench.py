@@ -208,13 +208,21 @@ def _libc():
         return None
 
 
-def pin_malloc_threshold():
-    """glibc: a fixed mmap threshold, so freed tensors return to the OS and RSS follows them.
-    Called before any tensor of the benchmark exists."""
+# glibc malloc thresholds (bytes).  Timing runs with large ones, as a training process settles into
+# by itself (glibc raises its mmap threshold up to 32 MiB as tensors are freed), so that tensors
+# reuse warm pages; memory measurements with small ones, so that freed tensors return to the OS
+# and the resident set follows what is allocated.
+TIMING_MALLOC_THRESHOLDS = (32 * 2 ** 20, 64 * 2 ** 20)
+MEMORY_MALLOC_THRESHOLDS = (64 * 1024, 64 * 1024)
+
+
+def set_malloc_thresholds(thresholds):
+    """Fix glibc's mmap and trim thresholds (no-op without glibc)."""
     libc = _libc()
     if libc is not None:
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
+        mmap_threshold, trim_threshold = thresholds
+        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, trim_threshold)  # M_TRIM_THRESHOLD
 
 
 def _status_bytes(key):
@@ -235,6 +243,7 @@ def peak_memory_mb(step, device):
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+    set_malloc_thresholds(MEMORY_MALLOC_THRESHOLDS)
     try:
         libc = _libc()
         if libc is not None:
@@ -246,6 +255,8 @@ def peak_memory_mb(step, device):
         return max(0, _status_bytes("VmHWM") - before) / 2 ** 20
     except OSError:
         return None
+    finally:
+        set_malloc_thresholds(TIMING_MALLOC_THRESHOLDS)
 
 
 # ------------------------------------------------------------------------------------------
@@ -382,7 +393,7 @@ def main(argv=None):
             parser.error(f"cannot write {path}: its directory does not exist")
     if options.threads is not None:
         torch.set_num_threads(options.threads)
-    pin_malloc_threshold()
+    set_malloc_thresholds(TIMING_MALLOC_THRESHOLDS)
     shapes = options.shapes or [Shape(*shape) for shape in DEFAULT_SHAPES]
 
     import ctc_ext  # noqa: F401  (fails here, not mid-run, if the extension is not built)

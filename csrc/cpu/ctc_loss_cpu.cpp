@@ -83,9 +83,15 @@ const LatticeKernels<acc_t>& lattice_kernels() {
   }
 }
 
-// Frame-parallel schedule when there are fewer samples than threads; CTC_EXT_CPU_SCHEDULE
-// (sample or frame) forces one for tests.
-bool use_frame_schedule(int64_t batch_size) {
+// Frames per parallel task in the frame schedule: enough classes per task that a small
+// problem stays on one thread instead of paying for a wake-up.
+int64_t frame_grain(int64_t num_classes) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(num_classes, 1));
+}
+
+// Frame-parallel schedule when there are fewer samples than threads and enough frames for more
+// than one task; CTC_EXT_CPU_SCHEDULE (sample or frame) forces one for tests.
+bool use_frame_schedule(int64_t batch_size, int64_t max_input_length, int64_t num_classes) {
   const char* forced = std::getenv("CTC_EXT_CPU_SCHEDULE");
   if (forced != nullptr && forced[0] != '\0') {
     const std::string name = forced;
@@ -93,13 +99,7 @@ bool use_frame_schedule(int64_t batch_size) {
                 "'");
     return name == "frame";
   }
-  return batch_size < at::get_num_threads();
-}
-
-// Frames per parallel task in the frame schedule: enough classes per task that a small
-// problem stays on one thread instead of paying for a wake-up.
-int64_t frame_grain(int64_t num_classes) {
-  return std::max<int64_t>(1, 16384 / std::max<int64_t>(num_classes, 1));
+  return batch_size < at::get_num_threads() && batch_size * max_input_length > frame_grain(num_classes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_cpu(const at::Te
   at::Tensor log_alpha = at::empty({keep_log_alpha ? log_alpha_numel(N, problem.num_target_slots, T) : 0}, acc_options);
   // Frames beyond an input length keep a normaliser of 0 (filled below, only where needed).
   at::Tensor log_normalizer = at::empty({N, T}, acc_options);
-  const bool by_frame = use_frame_schedule(N);
+  const bool by_frame = use_frame_schedule(N, T, C);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ctc_loss_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -417,7 +417,7 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
   const at::Tensor alpha = log_alpha.contiguous();
   const at::Tensor normalizer = log_normalizer.contiguous();
   const at::Tensor nll = neg_log_likelihood.contiguous();
-  const bool by_frame = use_frame_schedule(N);
+  const bool by_frame = use_frame_schedule(N, T, C);
   // Frame schedule: the occupancies of every frame, in log_alpha's layout, between the phases.
   at::Tensor occupancies = at::empty({by_frame ? alpha.numel() : 0}, alpha.options());
 

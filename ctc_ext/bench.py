@@ -45,7 +45,7 @@ MEMORY_METHOD = (
     "Peak memory: CUDA: torch.cuda.max_memory_allocated() over one training step minus the memory "
     "allocated before it.  CPU (Linux): the rise of the process's resident-set high-water mark "
     "(VmHWM, reset through /proc/self/clear_refs) over the resident set before one training step, "
-    "with glibc's mmap threshold pinned at 64 KiB so that every freed tensor goes back to the OS; "
+    "with glibc's mmap threshold pinned at 64 KiB during that step so that every freed tensor goes back to the OS; "
     "it counts every allocation of the step (the kernels' own scratch included), after a warm-up "
     "step.  Where /proc is not available it is reported as null.")
 

@@ -1,6 +1,8 @@
 #include "ctc_loss_common.h"
+#include "ctc_math.h"
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <c10/util/Exception.h>
 
 namespace ctc_ext {
@@ -93,6 +95,26 @@ void check_ctc_values_on_cpu(const CtcProblem& problem) {
       }
     }
   });
+}
+
+void check_ctc_backward_state(const CtcProblem& problem, const at::Tensor& logits, const at::Tensor& grad_nll,
+                              const at::Tensor& neg_log_likelihood, const at::Tensor& log_alpha,
+                              const at::Tensor& log_normalizer) {
+  const int64_t T = problem.max_input_length, N = problem.batch_size;
+  const auto acc_type = at::toOpMathType(logits.scalar_type());
+  TORCH_CHECK(log_alpha.numel() == log_alpha_numel(N, problem.num_target_slots, T),
+              "ctc_loss_backward needs the log_alpha of ctc_loss_forward(..., keep_log_alpha=True)");
+  TORCH_CHECK(log_alpha.scalar_type() == acc_type && log_normalizer.scalar_type() == acc_type &&
+                  neg_log_likelihood.scalar_type() == acc_type,
+              "log_alpha, log_normalizer and neg_log_likelihood must have dtype ", acc_type);
+  TORCH_CHECK(log_normalizer.sizes() == at::IntArrayRef({N, T}), "log_normalizer must be (N, T)");
+  TORCH_CHECK(neg_log_likelihood.sizes() == at::IntArrayRef({N}), "neg_log_likelihood must be (N,)");
+  TORCH_CHECK(grad_nll.numel() == N, "grad_nll must have N = ", N, " elements");
+  const auto device = logits.device();
+  TORCH_CHECK(log_alpha.device() == device && log_normalizer.device() == device &&
+                  neg_log_likelihood.device() == device && grad_nll.device() == device,
+              "grad_nll, neg_log_likelihood, log_alpha and log_normalizer must be on the device of logits (",
+              device, ")");
 }
 
 at::Tensor with_contiguous_classes(const at::Tensor& logits) {

@@ -29,6 +29,12 @@ CtcProblem prepare_ctc_problem(const at::Tensor& logits, const at::Tensor& targe
 // the logits row.
 void check_ctc_values_on_cpu(const CtcProblem& problem);
 
+// Checks that the forward state handed to ctc_loss_backward fits this problem: log_alpha was kept,
+// and dtypes, shapes and devices are those ctc_loss_forward returns.
+void check_ctc_backward_state(const CtcProblem& problem, const at::Tensor& logits, const at::Tensor& grad_nll,
+                              const at::Tensor& neg_log_likelihood, const at::Tensor& log_alpha,
+                              const at::Tensor& log_normalizer);
+
 // A logits view whose class dimension is unit-stride (a copy only when it is not).
 at::Tensor with_contiguous_classes(const at::Tensor& logits);
 

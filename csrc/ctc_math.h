@@ -12,7 +12,8 @@
 #include <cstdint>
 #include <limits>
 
-#if defined(__CUDACC__) || defined(CTC_EXT_CUDA_EMULATION)
+// Empty for host compilers, the CPU emulation of the CUDA kernels included.
+#if defined(__CUDACC__)
 #define CTC_HOST_DEVICE __host__ __device__
 #else
 #define CTC_HOST_DEVICE
@@ -60,6 +61,26 @@ CTC_HOST_DEVICE inline bool can_skip_from(const index_t* labels, int64_t label_s
   if (!(s & 1) || s < 2) return false;
   const int64_t label_index = (s - 1) / 2;
   return labels[label_index * label_stride] != labels[(label_index - 1) * label_stride];
+}
+
+// The Viterbi form of the alpha step: the best predecessor of state s in the previous row
+// (stay, advance from s - 1, or skip from s - 2 where allowed).  Returns its score and stores in
+// *step how many states back it is (0, 1 or 2).  Ties keep the nearer state, so every backend
+// picks the same path.
+template <typename scalar_t, typename index_t>
+CTC_HOST_DEVICE inline scalar_t best_predecessor(const scalar_t* previous, const index_t* labels, int64_t s,
+                                                 uint8_t* step) {
+  scalar_t best = previous[s];
+  *step = 0;
+  if (s >= 1 && previous[s - 1] > best) {
+    best = previous[s - 1];
+    *step = 1;
+  }
+  if (can_skip_from(labels, 1, s) && previous[s - 2] > best) {
+    best = previous[s - 2];
+    *step = 2;
+  }
+  return best;
 }
 
 // The reachable band: states s at frame t that lie on at least one complete path of a sample

@@ -401,14 +401,7 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
   const at::Tensor logits = with_contiguous_classes(logits_in);
   const int64_t T = problem.max_input_length, N = problem.batch_size, C = problem.num_classes;
   const auto acc_type = at::toOpMathType(logits.scalar_type());
-  TORCH_CHECK(log_alpha.numel() == log_alpha_numel(N, problem.num_target_slots, T),
-              "ctc_loss_backward needs the log_alpha of ctc_loss_forward(..., keep_log_alpha=True)");
-  TORCH_CHECK(log_alpha.scalar_type() == acc_type && log_normalizer.scalar_type() == acc_type &&
-                  neg_log_likelihood.scalar_type() == acc_type,
-              "log_alpha, log_normalizer and neg_log_likelihood must have dtype ", acc_type);
-  TORCH_CHECK(log_normalizer.sizes() == at::IntArrayRef({N, T}), "log_normalizer must be (N, T)");
-  TORCH_CHECK(neg_log_likelihood.sizes() == at::IntArrayRef({N}), "neg_log_likelihood must be (N,)");
-  TORCH_CHECK(grad_nll.numel() == N, "grad_nll must have N = ", N, " elements");
+  check_ctc_backward_state(problem, logits, grad_nll, neg_log_likelihood, log_alpha, log_normalizer);
 
   at::Tensor grad = at::empty_like(logits_in);
   // Kernels write rows with unit class stride; a gradient laid out otherwise is filled afterwards.

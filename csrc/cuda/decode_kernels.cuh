@@ -201,15 +201,7 @@ __global__ void viterbi_kernel(CtcProblemView<acc_t, int64_t> p, const acc_t* lo
       } else if (t == 0) {
         current[s] = log_prob(t, extended_label(labels, 1, s, p.blank));
       } else {
-        acc_t best = previous[s];
-        if (s >= 1 && previous[s - 1] > best) {
-          best = previous[s - 1];
-          step = 1;
-        }
-        if (can_skip_from(labels, 1, s) && previous[s - 2] > best) {
-          best = previous[s - 2];
-          step = 2;
-        }
+        const acc_t best = best_predecessor(previous, labels, s, &step);
         current[s] = best + log_prob(t, extended_label(labels, 1, s, p.blank));
       }
       frame_back_pointers[s] = step;

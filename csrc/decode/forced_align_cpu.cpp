@@ -55,16 +55,8 @@ acc_t align_one_sample(const acc_t* frames, int64_t stride_t, const acc_t* log_n
     const acc_t* previous = score_rows.data() + ((t - 1) & 1) * W;
     BackPointer* frame_back_pointers = back_pointers.data() + t * W;
     for (int64_t s = first; s <= last; ++s) {
-      acc_t best = previous[s];
       BackPointer step = 0;
-      if (s >= 1 && previous[s - 1] > best) {
-        best = previous[s - 1];
-        step = 1;
-      }
-      if (can_skip_from(labels, 1, s) && previous[s - 2] > best) {
-        best = previous[s - 2];
-        step = 2;
-      }
+      const acc_t best = best_predecessor(previous, labels, s, &step);
       current[s] = best + log_prob(t, extended_label(labels, 1, s, blank));
       frame_back_pointers[s] = step;
     }

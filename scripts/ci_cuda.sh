@@ -4,7 +4,7 @@
 #   2. ctc_ext built with its CUDA kernels (FORCE_CUDA=1), into build/cuda so that the CPU build of
 #      .venv in the same checkout is left alone;
 #   3. it imports, and every ctc_ext op with a CPU kernel has a CUDA kernel, except the listed
-#      CPU-only ones (beam_search);
+#      CPU-only ones (beam_search, the CPU test hook _simd_math);
 #   4. the GPU tests (tests/test_cuda.py) run, and skip without a GPU;
 #   5. the CUDA kernels run on the CPU through the emulation header, under AddressSanitizer
 #      (and ThreadSanitizer with CTC_EXT_CI_TSAN=1).
@@ -49,8 +49,9 @@ import ctc_ext
 ops = sorted(name for name in torch._C._dispatch_get_all_op_names() if name.startswith("ctc_ext::"))
 assert ops, "no ctc_ext ops registered"
 # CPU-only by design: the prefix beam search is sequential per sample over a hash map of
-# prefixes; its Python wrapper moves CUDA tensors to the CPU.
-CPU_ONLY = {"ctc_ext::beam_search"}
+# prefixes (its Python wrapper moves CUDA tensors to the CPU); _simd_math is the test hook of the
+# CPU kernels' vectorised exp / log.
+CPU_ONLY = {"ctc_ext::beam_search", "ctc_ext::_simd_math"}
 missing = [op for op in ops if torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU")
            and not torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA") and op not in CPU_ONLY]
 assert not missing, f"ops with a CPU kernel but no CUDA kernel: {missing}"

@@ -54,3 +54,13 @@ def builtin_loss(logits, targets, input_lengths, target_lengths, blank=0, reduct
     return torch.nn.functional.ctc_loss(logits.log_softmax(-1), targets, input_lengths, target_lengths, blank=blank,
                                         reduction=reduction, zero_infinity=zero_infinity)
 
+
+MANTISSA_BITS = {torch.float16: 10, torch.bfloat16: 7}
+SMALLEST_SUBNORMAL_EXPONENT = {torch.float16: -24, torch.bfloat16: -133}
+
+
+def unit_in_last_place(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The spacing of `dtype` numbers around each float64 value: the size of one rounding step."""
+    exponent = torch.floor(torch.log2(values.abs().clamp_min(1e-300)))
+    spacing = torch.exp2(exponent - MANTISSA_BITS[dtype])
+    return spacing.clamp_min(2.0 ** SMALLEST_SUBNORMAL_EXPONENT[dtype])

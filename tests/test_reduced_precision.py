@@ -3,18 +3,7 @@ import pytest
 import torch
 
 import ctc_ext
-from ctc_cases import builtin_loss, make_batch
-
-MANTISSA_BITS = {torch.float16: 10, torch.bfloat16: 7}
-SMALLEST_SUBNORMAL_EXPONENT = {torch.float16: -24, torch.bfloat16: -133}
-
-
-def unit_in_last_place(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The spacing of `dtype` numbers around each float64 value: the size of one rounding step."""
-    exponent = torch.floor(torch.log2(values.abs().clamp_min(1e-300)))
-    spacing = torch.exp2(exponent - MANTISSA_BITS[dtype])
-    return spacing.clamp_min(2.0 ** SMALLEST_SUBNORMAL_EXPONENT[dtype])
-
+from ctc_cases import builtin_loss, make_batch, unit_in_last_place
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("C", [6, 300])

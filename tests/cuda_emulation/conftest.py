@@ -8,12 +8,15 @@ preloaded, see scripts/ci_cuda.sh.  The build lives under build/ of the checkout
 flavour and torch version.
 """
 import os
+import sys
 
 import pytest
 import torch
 from torch.utils.cpp_extension import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The suite's shared helpers (tests/ctc_cases.py), also under --import-mode=importlib (ci_cuda.sh).
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
 def _build():

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 import ctc_ext
 
+from ctc_cases import unit_in_last_place
+
 pytestmark = pytest.mark.cuda_emulation
 
 SMALL_GPU = 2   # multiprocessor count given to the launch configuration: grid-stride loops run
@@ -180,6 +182,26 @@ def test_reduced_precision_matches_cpu_op(emulated, dtype, tol):
     emulated_result, cpu_result = run_both(emulated, *problem)
     assert emulated_result[3].dtype == dtype and emulated_result[0].dtype == torch.float32
     assert_close_to_cpu(emulated_result, cpu_result, tol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_within_issue_bounds_of_float64(emulated, dtype):
+    """Loss within 1e-4 relative of float64 on the same rounded inputs; gradient within one
+    rounding of the dtype (plus float32 arithmetic), as on the CPU (tests/test_reduced_precision.py)."""
+    logits, targets, input_lengths, target_lengths = make_problem(30, 4, 40, [30, 26, 21, 30], [8, 6, 5, 7],
+                                                                  dtype=dtype, seed=14)
+    grad_nll = torch.ones(4)
+    nll, log_alpha, log_normalizer = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True,
+                                                      SMALL_GPU)
+    grad = emulated.backward(grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha,
+                             log_normalizer, 0, False, SMALL_GPU)
+    exact_loss, exact_grad = builtin_loss_and_grad(logits.double(), targets, input_lengths, target_lengths, 0, False,
+                                                   grad_nll.double())
+    assert nll.dtype == torch.float32 and grad.dtype == dtype
+    torch.testing.assert_close(nll.double(), exact_loss, rtol=1e-4, atol=0)
+    error = (grad.double() - exact_grad).abs()
+    allowed = unit_in_last_place(exact_grad, dtype) + 64 * torch.finfo(torch.float32).eps
+    assert (error <= allowed).all(), f"worst excess {(error - allowed).max().item():.3g}"
 
 
 def test_forward_without_log_alpha(emulated):

@@ -126,6 +126,9 @@ def build_parser():
                         help="write a PNG of the speedups against T and against C (needs matplotlib: "
                              "pip install 'ctc_ext[plot]')")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default 0)")
+    parser.add_argument("--decode", action="store_true",
+                        help="also time the decoders (greedy_decode, beam_search widths 4 and 16, forced_align) "
+                             "on the T,N,C of each CPU float32 shape, in frames/s")
     return parser
 
 
@@ -422,12 +425,19 @@ def main(argv=None):
     if any(r["dtype"] in ("float16", "bfloat16") for r in rows):
         print("float16 / bfloat16 rows: the built-in ran on x.float() (it takes no half precision); "
               "differences are against that float32 result.")
+    if options.decode:
+        from . import bench_decode
+        decode_shapes = sorted({(shape.T, shape.N, shape.C) for shape in shapes})
+        print(f"decoders, cpu float32, {torch.get_num_threads()} threads ...", file=sys.stderr, flush=True)
+        decode_rows = bench_decode.benchmark_rows(decode_shapes, repeats=options.repeat, seed=options.seed)
+        print(bench_decode.format_table(decode_rows))
+        rows += [dict(row, device="cpu", dtype="float32") for row in decode_rows]
     if options.json is not None:
         with open(options.json, "w") as out:
             json.dump(rows, out, indent=1)
         print(f"wrote {options.json}", file=sys.stderr)
     if options.plot is not None:
-        write_plot(rows, options.plot, plt)
+        write_plot([row for row in rows if "op" not in row], options.plot, plt)  # loss rows only
         print(f"wrote {options.plot}", file=sys.stderr)
     return 0
 

@@ -98,3 +98,13 @@ def test_module_entry_point_prints_help_with_the_memory_method():
                             timeout=120)
     assert result.returncode == 0
     assert "--shapes" in result.stdout and "VmHWM" in result.stdout
+
+
+def test_decode_rows_report_throughput_of_every_decoder(tmp_path, capsys):
+    path = tmp_path / "rows.json"
+    assert bench.main(["--shapes", "20,2,7,4", "--repeat", "1", "--decode", "--json", str(path)]) in (0, None)
+    rows = json.loads(path.read_text())
+    decode_ops = {row["op"].split(" ")[0] for row in rows if "op" in row}
+    assert decode_ops == {"greedy_decode", "beam_search", "forced_align"}
+    assert all(row["frames_per_s"] > 0 for row in rows if "op" in row)
+    assert "frames/s" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Throughput of the ctc_ext decoders and aligner on the CPU, in frames per second.
 
-    python benchmarks/bench_decode.py [--repeats 5] [--quick] [--threads N]
+    python -m ctc_ext.bench_decode [--repeats 5] [--quick] [--threads N]
+    ctc-bench --decode            (the same rows after the loss rows, in its table and --json)
 
 Prints a markdown table, one row per (op, shape): median wall time over the repeats and
 frames/s = N * T / time.  The greedy decoder is also timed against a plain-PyTorch best path

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ._ops import accumulate_dtype, ops
-from .functional import Lengths, _as_length_tensor
+from .functional import Lengths, _as_length_tensor, _check_blank
 
 __all__ = ["greedy_decode", "beam_search", "forced_align", "token_spans", "TokenSpan", "PrefixScorer"]
 
@@ -88,13 +88,6 @@ def _time_major(log_probs: Tensor, batch_first: bool, op_name: str) -> Tensor:
     if logits.is_cuda and _has_cuda_kernel(op_name):
         return logits
     return logits.cpu()
-
-
-def _check_blank(blank: int, num_classes: int) -> None:
-    if isinstance(blank, bool) or not isinstance(blank, int):
-        raise TypeError(f"blank must be an int, got {type(blank).__name__}")
-    if not 0 <= blank < num_classes:
-        raise ValueError(f"blank must be in [0, C) = [0, {num_classes}), got {blank}")
 
 
 def _check_positive_int(value: int, name: str) -> None:

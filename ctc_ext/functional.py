@@ -40,6 +40,13 @@ def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torc
     return lengths.to(device=device, dtype=torch.int64)
 
 
+def _check_blank(blank: int, num_classes: int) -> None:
+    if isinstance(blank, bool) or not isinstance(blank, int):
+        raise TypeError(f"blank must be an int, got {type(blank).__name__}")
+    if not 0 <= blank < num_classes:
+        raise ValueError(f"blank must be in [0, C) = [0, {num_classes}), got {blank}")
+
+
 def ctc_loss(
     log_probs: Tensor,
     targets: Tensor,
@@ -97,8 +104,6 @@ def ctc_loss(
         raise ValueError(f"targets must be int32 or int64, got {targets.dtype}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if isinstance(blank, bool) or not isinstance(blank, int):
-        raise TypeError(f"blank must be an int, got {type(blank).__name__}")
 
     unbatched = log_probs.dim() == 2
     if unbatched:
@@ -116,8 +121,7 @@ def ctc_loss(
         raise ValueError(f"log_probs must be {layout} or unbatched (T, C), got shape {tuple(log_probs.shape)}")
 
     T, N, C = logits.shape
-    if not 0 <= blank < C:
-        raise ValueError(f"blank must be in [0, C) = [0, {C}), got {blank}")
+    _check_blank(blank, C)
     if targets.dim() == 2 and targets.shape[0] != N:
         raise ValueError(f"padded targets must be (N, S) with N = {N}, got shape {tuple(targets.shape)}")
     # Targets and lengths that come from the host stay there: the CUDA op then checks their

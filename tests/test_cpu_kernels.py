@@ -82,6 +82,31 @@ def test_exp_and_log_float32_are_accurate_to_a_few_ulp(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_exp_nonpositive_float32_error_is_the_rounding_of_x_log2e(isa):
+    # The row sums' exp works in base 2: besides the polynomial (2e-9) and its float evaluation
+    # (about 2 ulp) it inherits the roundings of log2(e) and of y = x log2(e), each a relative
+    # |x| 2^-24 at most in e^x.
+    x = torch.cat([torch.linspace(-87, 0, 400_001, dtype=torch.float32),
+                   -torch.rand(10_000, dtype=torch.float32) * 1e-3])
+    result = ops._simd_math(x, "exp_nonpositive", isa).double()
+    reference = torch.exp(x.double())
+    relative = (result - reference).abs() / reference
+    bound = (2 * x.double().abs() + 3) * 2.0 ** -24
+    assert (relative <= bound).all(), f"worst excess {(relative - bound).max().item():.3g}"
+    # Near 0 (the terms that dominate a sum) that is vexp's few ulp.
+    assert relative[x > -1].max().item() < 4 * 2.0 ** -24
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_exp_nonpositive_special_values(isa):
+    inf, nan = math.inf, math.nan
+    result = ops._simd_math(torch.tensor([-inf, -1e4, nan, 0.0, -88.0], dtype=torch.float32), "exp_nonpositive", isa)
+    # Below -87.3 the result is clamped at 2^-126 instead of underflowing (harmless in a sum >= 1).
+    assert result[0] == 2.0 ** -126 and result[1] == 2.0 ** -126 and result[2].isnan() and result[3] == 1
+    assert result[4] == 2.0 ** -126
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_exp_and_log_special_values(isa, dtype):
     inf, nan = math.inf, math.nan

@@ -150,6 +150,17 @@ const acc_t* frame_as_acc(const scalar_t* frame, int64_t num_classes, std::vecto
   }
 }
 
+// The row row_logsumexp should prefetch while it sums `frame`: the next one when the kernels
+// read the logits in place (a converted half-precision frame is copied, which streams anyway).
+template <typename scalar_t, typename acc_t>
+const acc_t* row_to_prefetch(const scalar_t* next_frame) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return next_frame;
+  } else {
+    return nullptr;
+  }
+}
+
 // Asks for the cache lines of [data, data + bytes): the next frame of a sample is a strided
 // row the hardware prefetcher does not see coming.
 inline void prefetch(const void* data, int64_t bytes) {
@@ -186,7 +197,7 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
   if (!feasible && !normalizer_ready) {
     for (int64_t t = 0; t < T_n; ++t) {
       const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
-      log_normalizer[t] = kernels.row_logsumexp(frame, num_classes);
+      log_normalizer[t] = kernels.row_logsumexp(frame, num_classes, nullptr);
     }
   }
   if (target_length > T_n) return std::numeric_limits<acc_t>::infinity();  // the target cannot fit
@@ -197,11 +208,14 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
   };
   acc_t* emission = ws.emission.data();
   for (int64_t t = 0; t < T_n; ++t) {
-    if (t + kPrefetchFrames < T_n) {
+    if (normalizer_ready && t + kPrefetchFrames < T_n) {
       prefetch(sample_logits + (t + kPrefetchFrames) * stride_t, num_classes * sizeof(scalar_t));
     }
     const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
-    if (!normalizer_ready) log_normalizer[t] = kernels.row_logsumexp(frame, num_classes);
+    if (!normalizer_ready) {
+      const scalar_t* next_frame = t + 1 < T_n ? sample_logits + (t + 1) * stride_t : nullptr;
+      log_normalizer[t] = kernels.row_logsumexp(frame, num_classes, row_to_prefetch<scalar_t, acc_t>(next_frame));
+    }
     const int64_t first = band_first(t, T_n, W);
     const int64_t last = band_last(t, W);
     kernels.gather_emissions(frame, ws.labels.data(), log_normalizer[t], emission, first, last + 1);
@@ -364,7 +378,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_cpu(const at::Te
           const int64_t n = frame_index / T, t = frame_index % T;
           if (t >= input_length[n]) continue;
           const acc_t* frame = frame_as_acc(logits_data + n * stride_n + t * stride_t, C, buffer);
-          normalizer_data[n * T + t] = kernels.row_logsumexp(frame, C);
+          const scalar_t* next_frame = frame_index + 1 < end ? logits_data + ((frame_index + 1) / T) * stride_n +
+                                                                   ((frame_index + 1) % T) * stride_t
+                                                             : nullptr;
+          normalizer_data[n * T + t] = kernels.row_logsumexp(frame, C, row_to_prefetch<scalar_t, acc_t>(next_frame));
         }
       });
     }
@@ -502,12 +519,13 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
   return grad;
 }
 
-// Test hook: the vectorised exp or log of one instruction set applied to a float / double
-// tensor, so the tests can check their accuracy against libm for every compiled path.
+// Test hook: the vectorised exp, log or exp_nonpositive of one instruction set applied to a
+// float / double tensor, so the tests can check their accuracy for every compiled path.
 at::Tensor simd_math_cpu(const at::Tensor& input, c10::string_view function, c10::string_view isa) {
   TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
               "input must be float32 or float64");
-  TORCH_CHECK(function == "exp" || function == "log", "function must be exp or log");
+  TORCH_CHECK(function == "exp" || function == "log" || function == "exp_nonpositive",
+              "function must be exp, log or exp_nonpositive");
   const CpuKernelTable* table = isa == "generic"  ? cpu::generic_kernel_table()
                                 : isa == "avx2"   ? cpu::avx2_kernel_table()
                                 : isa == "avx512" ? cpu::avx512_kernel_table()
@@ -515,12 +533,14 @@ at::Tensor simd_math_cpu(const at::Tensor& input, c10::string_view function, c10
   TORCH_CHECK(cpu_supports(table), "isa '", std::string(isa), "' is unknown or not supported by this CPU or build");
   const at::Tensor in = input.contiguous();
   at::Tensor out = at::empty_like(in);
+  auto apply = [&](const auto& kernels, auto* out_data, const auto* in_data) {
+    auto* elementwise = function == "exp" ? kernels.exp : function == "log" ? kernels.log : kernels.exp_nonpositive;
+    elementwise(in_data, out_data, in.numel());
+  };
   if (in.scalar_type() == at::kFloat) {
-    (function == "exp" ? table->f32.exp : table->f32.log)(in.const_data_ptr<float>(), out.data_ptr<float>(),
-                                                          in.numel());
+    apply(table->f32, out.data_ptr<float>(), in.const_data_ptr<float>());
   } else {
-    (function == "exp" ? table->f64.exp : table->f64.log)(in.const_data_ptr<double>(), out.data_ptr<double>(),
-                                                          in.numel());
+    apply(table->f64, out.data_ptr<double>(), in.const_data_ptr<double>());
   }
   return out;
 }

@@ -15,7 +15,8 @@ namespace cpu {
 template <typename acc_t>
 struct LatticeKernels {
   // log(sum_k exp(row[k])), k < num_classes; -inf for an all -inf row, +inf if any entry is +inf.
-  acc_t (*row_logsumexp)(const acc_t* row, int64_t num_classes);
+  // Meanwhile prefetches prefetch_row[0, num_classes) (the row wanted next; nullptr for none).
+  acc_t (*row_logsumexp)(const acc_t* row, int64_t num_classes, const acc_t* prefetch_row);
   // For s in [begin, end), begin >= 2:
   //   current[s] = emission[s] + logsumexp(previous[s], previous[s-1], previous[s-2] + skip_penalty[s])
   void (*alpha_step)(const acc_t* previous, const acc_t* emission, const acc_t* skip_penalty, acc_t* current,
@@ -36,6 +37,8 @@ struct LatticeKernels {
   // Element-wise exp / log of the vector math (exposed for the accuracy tests).
   void (*exp)(const acc_t* in, acc_t* out, int64_t count);
   void (*log)(const acc_t* in, acc_t* out, int64_t count);
+  // The cheaper exp of the row sums and softmaxes, meant for in[i] <= 0 (see vexp_nonpositive).
+  void (*exp_nonpositive)(const acc_t* in, acc_t* out, int64_t count);
 };
 
 struct CpuKernelTable {

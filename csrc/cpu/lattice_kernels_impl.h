@@ -78,7 +78,7 @@ inline acc_t reduce_add(typename Simd<acc_t>::vec v) {
 }
 
 template <typename acc_t>
-acc_t row_logsumexp(const acc_t* row, int64_t num_classes) {
+acc_t row_logsumexp(const acc_t* row, int64_t num_classes, const acc_t* prefetch_row) {
   using vec = typename Simd<acc_t>::vec;
   constexpr int lanes = Simd<acc_t>::lanes;
   constexpr acc_t minus_inf = -__builtin_huge_val();
@@ -90,14 +90,26 @@ acc_t row_logsumexp(const acc_t* row, int64_t num_classes) {
   const acc_t max_value = reduce_max<acc_t>(max_lanes);
   // An all -inf row has no mass; a +inf entry makes the normaliser +inf (NaN rows follow below).
   if (max_value == minus_inf || max_value == -minus_inf) return max_value;
-  // The sum is not: the ragged end is one padded load instead.
-  vec sum_lanes = vec{};
+  // The sum is not idempotent: the ragged end is one padded load instead.  Two accumulators
+  // halve the add chain; the row is in L1 after the max pass, so this loop is bound by the exp
+  // and has time to pull the next row in from memory, one cache line per step.
+  constexpr int step = 2 * lanes;
+  const char* prefetch_bytes = reinterpret_cast<const char*>(prefetch_row != nullptr ? prefetch_row : row);
+  const vec max_splat = splat<acc_t>(max_value);
+  vec sum_even = vec{}, sum_odd = vec{};
   int64_t k = 0;
-  for (; k + lanes <= num_classes; k += lanes) sum_lanes += vexp(load<acc_t>(row + k) - max_value);
-  if (k < num_classes) {
-    sum_lanes += vexp(load_partial(row + k, static_cast<int>(num_classes - k), minus_inf) - max_value);
+  for (; k + step <= num_classes; k += step) {
+    for (int byte = 0; byte < step * int(sizeof(acc_t)); byte += 64) {
+      __builtin_prefetch(prefetch_bytes + k * int64_t(sizeof(acc_t)) + byte);
+    }
+    sum_even += vexp_nonpositive(load<acc_t>(row + k) - max_splat);
+    sum_odd += vexp_nonpositive(load<acc_t>(row + k + lanes) - max_splat);
   }
-  return max_value + vlog(splat<acc_t>(reduce_add<acc_t>(sum_lanes)))[0];
+  for (; k < num_classes; k += lanes) {
+    const int valid = num_classes - k < lanes ? static_cast<int>(num_classes - k) : lanes;
+    sum_even += vexp_nonpositive(load_partial(row + k, valid, minus_inf) - max_splat);
+  }
+  return max_value + vlog(splat<acc_t>(reduce_add<acc_t>(sum_even + sum_odd)))[0];
 }
 
 template <typename acc_t>
@@ -144,7 +156,7 @@ void gather_emissions(const acc_t* frame, const int64_t* state_labels, acc_t log
 template <typename acc_t>
 void scaled_softmax(const acc_t* row, acc_t log_normalizer, acc_t scale, acc_t* out, int64_t num_classes) {
   for_each_vector<acc_t>(0, num_classes, [&](int64_t k, int valid) {
-    store_partial(out + k, scale * vexp(load_partial(row + k, valid, acc_t(0)) - log_normalizer), valid);
+    store_partial(out + k, scale * vexp_nonpositive(load_partial(row + k, valid, acc_t(0)) - log_normalizer), valid);
   });
 }
 
@@ -152,6 +164,13 @@ template <typename acc_t>
 void exp_elementwise(const acc_t* in, acc_t* out, int64_t count) {
   for_each_vector<acc_t>(0, count, [&](int64_t i, int valid) {
     store_partial(out + i, vexp(load_partial(in + i, valid, acc_t(0))), valid);
+  });
+}
+
+template <typename acc_t>
+void exp_nonpositive_elementwise(const acc_t* in, acc_t* out, int64_t count) {
+  for_each_vector<acc_t>(0, count, [&](int64_t i, int valid) {
+    store_partial(out + i, vexp_nonpositive(load_partial(in + i, valid, acc_t(0))), valid);
   });
 }
 
@@ -165,7 +184,8 @@ void log_elementwise(const acc_t* in, acc_t* out, int64_t count) {
 template <typename acc_t>
 LatticeKernels<acc_t> lattice_kernels() {
   return {&row_logsumexp<acc_t>, &alpha_step<acc_t>, &beta_step<acc_t>, &occupancy<acc_t>,
-          &gather_emissions<acc_t>, &scaled_softmax<acc_t>, &exp_elementwise<acc_t>, &log_elementwise<acc_t>};
+          &gather_emissions<acc_t>, &scaled_softmax<acc_t>, &exp_elementwise<acc_t>, &log_elementwise<acc_t>,
+          &exp_nonpositive_elementwise<acc_t>};
 }
 
 }  // namespace

@@ -48,7 +48,14 @@ CtcProblem prepare_ctc_problem(const at::Tensor& logits, const at::Tensor& targe
                 ", got shape ", targets.sizes());
     const int64_t width = targets.size(1);
     problem.targets = targets.to(device).contiguous().view({-1});
-    problem.label_start = at::arange(problem.batch_size, problem.input_lengths.options()) * width;
+    if (device.is_cpu()) {
+      // A host loop: arange * width would be two ATen ops, which small calls notice.
+      problem.label_start = at::empty({problem.batch_size}, problem.input_lengths.options());
+      int64_t* start = problem.label_start.data_ptr<int64_t>();
+      for (int64_t n = 0; n < problem.batch_size; ++n) start[n] = n * width;
+    } else {
+      problem.label_start = at::arange(problem.batch_size, problem.input_lengths.options()) * width;
+    }
   } else {
     problem.targets = targets.to(device).contiguous();
     // Exclusive running sum of the target lengths, computed where the lengths live (no sync).

@@ -25,12 +25,12 @@ TORCH_LIBRARY(ctc_ext, m) {
       "ctc_loss_backward(Tensor grad_nll, Tensor logits, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, Tensor neg_log_likelihood, Tensor log_alpha, Tensor log_normalizer, int blank, "
       "bool zero_infinity) -> Tensor");
-  // reduction: 0 'none', 1 'mean' (each loss divided by max(target_length, 1), then averaged),
-  // 2 'sum'.  Composite, so differentiable.  losses: (N,); target_lengths: (N,) integer.
-  m.def("_reduce_ctc_losses(Tensor losses, Tensor target_lengths, int reduction) -> Tensor");
-  // ctc_loss_forward + zero_infinity + reduction in one call, for when no gradient is wanted.
+  // The loss of ctc_ext.ctc_loss (csrc/ctc_loss_op.cpp): ctc_loss_forward, zero_infinity and the
+  // reduction, differentiable with respect to logits through one autograd node.  reduction:
+  // 0 'none' (the (N,) losses), 1 'mean' (each loss divided by max(target_length, 1), then
+  // averaged), 2 'sum'.  Returns float64 for float64 logits, float32 otherwise.
   m.def(
-      "_ctc_loss_no_grad(Tensor logits, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank, "
+      "ctc_loss(Tensor logits, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank, "
       "int reduction, bool zero_infinity) -> Tensor");
 }
 

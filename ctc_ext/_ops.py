@@ -41,8 +41,17 @@ def _ctc_loss_backward_fake(grad_nll, logits, targets, input_lengths, target_len
     return torch.empty_like(logits)
 
 
+@torch.library.register_fake("ctc_ext::ctc_loss")
+def _ctc_loss_fake(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):
+    torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
+    torch._check(reduction in (0, 1, 2), lambda: f"reduction must be 0, 1 or 2, got {reduction}")
+    shape = (logits.shape[1],) if reduction == 0 else ()
+    return logits.new_empty(shape, dtype=accumulate_dtype(logits.dtype))
+
+
 # Autograd of the raw forward op, so that it is differentiable on its own (opcheck tests this).
-# Users go through ctc_ext.ctc_loss / CTCLossFunction, which call the same backward op.
+# Users go through ctc_ext.ctc_loss, whose op (ctc_ext::ctc_loss) has its own C++ autograd node
+# over the same forward and backward ops.
 def _forward_setup_context(ctx, inputs, output):
     logits, targets, input_lengths, target_lengths, blank, keep_log_alpha = inputs
     neg_log_likelihood, log_alpha, log_normalizer = output

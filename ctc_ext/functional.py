@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from ._ops import ops
-from .autograd import CTCLossFunction
 
 Lengths = Union[Tensor, Sequence[int], int]
 
@@ -134,12 +133,8 @@ def ctc_loss(
     target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, values_device)
     targets = targets.to(values_device)
 
-    reduction_code = _REDUCTIONS.index(reduction)
-    if not (torch.is_grad_enabled() and logits.requires_grad):
-        # Nothing to differentiate: loss and reduction in one C++ call (csrc/ctc_loss_reduction.cpp).
-        losses = ops._ctc_loss_no_grad(logits, targets, input_lengths, target_lengths, blank, reduction_code,
-                                       zero_infinity)
-    else:
-        losses = CTCLossFunction.apply(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
-        losses = ops._reduce_ctc_losses(losses, target_lengths, reduction_code)
+    # Forward, zero_infinity, reduction and (with a gradient) the autograd node: one C++ call
+    # (csrc/ctc_loss_op.cpp).
+    losses = ops.ctc_loss(logits, targets, input_lengths, target_lengths, blank, _REDUCTIONS.index(reduction),
+                          zero_infinity)
     return losses.squeeze(0) if unbatched and reduction == "none" else losses

@@ -1,6 +1,5 @@
-"""ctc_ext.ctc_loss without a gradient takes one C++ call (ctc_ext::_ctc_loss_no_grad, loss and
-reduction together); it must give exactly what the differentiable path gives, and the built-in's
-value."""
+"""ctc_ext.ctc_loss without a gradient takes the op's no-grad branch (no log_alpha, no autograd
+node); it must give exactly what the differentiable path gives, and the built-in's value."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,10 @@ def test_no_grad_unbatched_none_has_no_batch_dimension():
     torch.testing.assert_close(loss, F.ctc_loss(x[:, 0].log_softmax(1), targets[0], [30], [6], reduction="none"))
 
 
-def test_the_no_grad_op_refuses_a_graph():
+@pytest.mark.parametrize("reduction", [0, 1, 2])
+def test_the_op_rejects_an_unknown_reduction_code(reduction):
     x, targets, input_lengths, target_lengths = problem()
-    with pytest.raises(RuntimeError, match="no gradient"):
-        torch.ops.ctc_ext._ctc_loss_no_grad(x.requires_grad_(), targets, input_lengths, target_lengths, 0, 1, False)
+    with pytest.raises(RuntimeError, match="reduction must be 0"):
+        torch.ops.ctc_ext.ctc_loss(x, targets, input_lengths, target_lengths, 0, reduction + 3, False)
+    with pytest.raises(RuntimeError, match="reduction must be 0"):
+        torch.ops.ctc_ext.ctc_loss(x.clone().requires_grad_(), targets, input_lengths, target_lengths, 0, -1, False)

@@ -35,6 +35,17 @@ def test_opcheck_backward(dtype, target_format, zero_infinity):
                            blank, zero_infinity))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("target_format", ["padded", "concatenated"])
+@pytest.mark.parametrize("reduction", [0, 1, 2])
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_opcheck_loss(dtype, target_format, reduction, requires_grad):
+    logits, targets, input_lengths, target_lengths, blank, _ = forward_inputs(target_format, True, dtype,
+                                                                              requires_grad)
+    torch.library.opcheck(torch.ops.ctc_ext.ctc_loss,
+                          (logits, targets, input_lengths, target_lengths, blank, reduction, reduction == 1))
+
+
 def test_forward_op_is_differentiable_on_its_own():
     logits, targets, input_lengths, target_lengths, blank, _ = forward_inputs("padded", True, torch.float64, True)
     assert torch.autograd.gradcheck(

@@ -13,12 +13,14 @@ from ._ops import ops
 Lengths = Union[Tensor, Sequence[int], int]
 
 _REDUCTIONS = ("none", "mean", "sum")  # in the order of torch's reduction codes 0, 1, 2
+_INTEGER_DTYPES = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,
+                             torch.uint32, torch.uint64})
 
 
 def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torch.device) -> Tensor:
     """(N,) int64 on `device`, from a tensor (0-d allowed when N == 1), a sequence or an int."""
     if isinstance(lengths, Tensor):
-        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        if lengths.dtype not in _INTEGER_DTYPES:
             raise ValueError(f"{name} must have an integer dtype, got {lengths.dtype}")
         if lengths.dim() > 1:
             raise ValueError(f"{name} must be 1-D of size N = {batch_size}, got shape {tuple(lengths.shape)}")
@@ -36,6 +38,8 @@ def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torc
         lengths = torch.tensor(values, dtype=torch.int64)
     if lengths.numel() != batch_size:
         raise ValueError(f"{name} must have N = {batch_size} entries, got {lengths.numel()}")
+    if lengths.dtype == torch.int64 and lengths.device == device:
+        return lengths  # the common case, without the cost of a no-op .to() call
     return lengths.to(device=device, dtype=torch.int64)
 
 
@@ -131,7 +135,8 @@ def ctc_loss(
     values_device = torch.device("cpu") if on_host else logits.device
     input_lengths = _as_length_tensor(input_lengths, "input_lengths", N, values_device)
     target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, values_device)
-    targets = targets.to(values_device)
+    if targets.device != values_device:
+        targets = targets.to(values_device)
 
     # Forward, zero_infinity, reduction and (with a gradient) the autograd node: one C++ call
     # (csrc/ctc_loss_op.cpp).

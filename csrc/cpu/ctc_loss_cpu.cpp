@@ -151,7 +151,8 @@ const acc_t* frame_as_acc(const scalar_t* frame, int64_t num_classes, std::vecto
 }
 
 // The row row_logsumexp should prefetch while it sums `frame`: the next one when the kernels
-// read the logits in place (a converted half-precision frame is copied, which streams anyway).
+// read the logits in place; none for half precision, where the sum reads a converted copy and
+// the callers prefetch the logits themselves.
 template <typename scalar_t, typename acc_t>
 const acc_t* row_to_prefetch(const scalar_t* next_frame) {
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
@@ -207,8 +208,11 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
     return log_alpha_block ? log_alpha_block + t * W : ws.rows.data() + (t & 1) * W;
   };
   acc_t* emission = ws.emission.data();
+  // row_logsumexp prefetches the next frame itself where it reads the logits in place; the
+  // other sweeps ask for frames a few ahead here.
+  const bool row_sum_prefetches = !normalizer_ready && std::is_same_v<scalar_t, acc_t>;
   for (int64_t t = 0; t < T_n; ++t) {
-    if (normalizer_ready && t + kPrefetchFrames < T_n) {
+    if (!row_sum_prefetches && t + kPrefetchFrames < T_n) {
       prefetch(sample_logits + (t + kPrefetchFrames) * stride_t, num_classes * sizeof(scalar_t));
     }
     const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);

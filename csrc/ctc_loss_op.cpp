@@ -52,13 +52,14 @@ at::Tensor zero_infinite(const at::Tensor& nll) {
 }
 
 // Host loops for the common case of CPU tensors: the ATen expressions below cost a few
-// microseconds per op, more than the whole reduction of a batch.
-// Plain CPU tensors only: the fake, functional and batched tensors of torch.compile, opcheck
-// and vmap hold no data to read and take the ATen expressions.
+// microseconds per op, more than the whole reduction of a batch.  Plain CPU tensors only: the
+// fake, functional and batched tensors of torch.compile, opcheck and vmap hold no data to read
+// and take the ATen expressions.  (Only functionality keys in this set: a backend key such as
+// Meta would bring the Dense bit that every CPU tensor has.)
 bool is_plain_cpu(const at::Tensor& tensor) {
   static const c10::DispatchKeySet wrappers{c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
                                             c10::DispatchKey::Functionalize, c10::DispatchKey::FuncTorchBatched,
-                                            c10::DispatchKey::FuncTorchGradWrapper, c10::DispatchKey::Meta};
+                                            c10::DispatchKey::FuncTorchGradWrapper};
   return (tensor.key_set() & wrappers).empty() && tensor.device().is_cpu() && tensor.layout() == at::kStrided;
 }
 

@@ -101,3 +101,28 @@ def test_no_log_alpha_is_kept_when_no_gradient_is_needed():
     kept_flags = [event.concrete_inputs[5] for event in profile.events() if event.name == "ctc_ext::ctc_loss_forward"]
     assert kept_flags == [False, False, True]
     torch.testing.assert_close(nll, nll_kept, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cpu_reduction_and_its_gradient_are_host_loops(reduction):
+    # On plain CPU tensors the reduction and the per-sample weights of its gradient are loops in
+    # csrc/ctc_loss_op.cpp, not ATen ops (each costs microseconds, more than a tiny batch's
+    # kernels); the values are those of the ATen expression.
+    batch = make_batch(T=10, N=3, C=5, S=3, seed=18)
+    logits = batch.logits.clone().requires_grad_(True)
+    with torch.profiler.profile() as profile:
+        loss = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                                reduction=reduction)
+        loss.backward()
+    called = {event.name for event in profile.events()}
+    assert not called & {"aten::mean", "aten::sum", "aten::div", "aten::clamp_min"}, called
+    losses = ctc_ext.ctc_loss(batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                              reduction="none")
+    lengths = torch.tensor(batch.target_lengths).clamp_min(1)
+    expected = (losses / lengths).mean() if reduction == "mean" else losses.sum()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-12, atol=0)
+    reference = logits.detach().clone().requires_grad_(True)
+    per_sample = ctc_ext.ctc_loss(reference, batch.padded_targets, batch.input_lengths, batch.target_lengths,
+                                  reduction="none")
+    ((per_sample / lengths).mean() if reduction == "mean" else per_sample.sum()).backward()
+    torch.testing.assert_close(logits.grad, reference.grad, rtol=1e-12, atol=1e-15)

@@ -106,6 +106,35 @@ def test_exp_nonpositive_special_values(isa):
     assert result[4] == 2.0 ** -126
 
 
+def same_bits_or_both_nan(result, reference, bits_dtype):
+    return (result.view(bits_dtype) == reference.view(bits_dtype)) | (result.isnan() & reference.isnan())
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("function,dtype", [("half_to_float", torch.float16), ("bfloat16_to_float", torch.bfloat16)])
+def test_half_precision_rows_widen_exactly_like_torch(isa, function, dtype):
+    # Every one of the 65536 bit patterns (subnormals, infinities, NaNs included).
+    x = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(dtype)
+    result = ops._simd_math(x, function, isa)
+    assert same_bits_or_both_nan(result, x.float(), torch.int32).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("function,dtype", [("float_to_half", torch.float16), ("float_to_bfloat16", torch.bfloat16)])
+def test_half_precision_rows_round_exactly_like_torch(isa, function, dtype):
+    # Random float bit patterns (every exponent, NaNs included) and the rounding edges:
+    # halfway cases, the largest finite half and what overflows it, the subnormal range.
+    generator = torch.Generator().manual_seed(5)
+    random_bits = torch.randint(-2 ** 31, 2 ** 31, (1_000_000,), dtype=torch.int64, generator=generator)
+    edges = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 65504.0, 65519.99, 65520.0, -65520.0,
+                          6e-8, 2.98e-8, 2.99e-8, 1e-45, 1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11, 1.0 + 2.0 ** -8,
+                          1.0 + 3 * 2.0 ** -8, 3.4e38])
+    x = torch.cat([random_bits.to(torch.int32).view(torch.float32), edges, -edges, edges * 1e-5])
+    result = ops._simd_math(x, function, isa)
+    assert result.dtype == dtype
+    assert same_bits_or_both_nan(result, x.to(dtype), torch.int16).all()
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_exp_and_log_special_values(isa, dtype):

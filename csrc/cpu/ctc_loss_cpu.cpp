@@ -139,15 +139,28 @@ struct SampleWorkspace {
   }
 };
 
-// The frame as acc_t: the logits themselves for float / double, a converted copy otherwise.
+// The frame as acc_t: the logits themselves for float / double, a converted copy otherwise
+// (vectorised: a scalar c10::Half conversion per class took longer than the rest of the pass).
 template <typename scalar_t, typename acc_t>
-const acc_t* frame_as_acc(const scalar_t* frame, int64_t num_classes, std::vector<acc_t>& buffer) {
+const acc_t* frame_as_acc(const LatticeKernels<acc_t>& kernels, const scalar_t* frame, int64_t num_classes,
+                          std::vector<acc_t>& buffer) {
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     return frame;
   } else {
-    for (int64_t k = 0; k < num_classes; ++k) buffer[k] = static_cast<acc_t>(frame[k]);
+    static_assert(std::is_same_v<acc_t, float> && sizeof(scalar_t) == 2, "half-precision logits only");
+    const auto* bits = reinterpret_cast<const uint16_t*>(frame);
+    (std::is_same_v<scalar_t, at::Half> ? kernels.half_to_acc : kernels.bfloat16_to_acc)(bits, buffer.data(),
+                                                                                         num_classes);
     return buffer.data();
   }
+}
+
+// Rounds a float row into a frame of half-precision scalar_t (vectorised, like frame_as_acc).
+template <typename scalar_t>
+void store_half_frame(const LatticeKernels<float>& kernels, const float* row, int64_t num_classes, scalar_t* frame) {
+  static_assert(sizeof(scalar_t) == 2, "half-precision frames only");
+  auto* bits = reinterpret_cast<uint16_t*>(frame);
+  (std::is_same_v<scalar_t, at::Half> ? kernels.acc_to_half : kernels.acc_to_bfloat16)(row, bits, num_classes);
 }
 
 // The row row_logsumexp should prefetch while it sums `frame`: the next one when the kernels
@@ -197,7 +210,7 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
   }
   if (!feasible && !normalizer_ready) {
     for (int64_t t = 0; t < T_n; ++t) {
-      const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
+      const acc_t* frame = frame_as_acc(kernels, sample_logits + t * stride_t, num_classes, ws.frame);
       log_normalizer[t] = kernels.row_logsumexp(frame, num_classes, nullptr);
     }
   }
@@ -215,7 +228,7 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
     if (!row_sum_prefetches && t + kPrefetchFrames < T_n) {
       prefetch(sample_logits + (t + kPrefetchFrames) * stride_t, num_classes * sizeof(scalar_t));
     }
-    const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
+    const acc_t* frame = frame_as_acc(kernels, sample_logits + t * stride_t, num_classes, ws.frame);
     if (!normalizer_ready) {
       const scalar_t* next_frame = t + 1 < T_n ? sample_logits + (t + 1) * stride_t : nullptr;
       log_normalizer[t] = kernels.row_logsumexp(frame, num_classes, row_to_prefetch<scalar_t, acc_t>(next_frame));
@@ -295,9 +308,7 @@ void write_gradient_frame(const LatticeKernels<acc_t>& kernels, const acc_t* fra
   const acc_t occupancy_scale = scale / (blank_occupancy + label_occupancy);
   row[state_labels[0]] -= occupancy_scale * blank_occupancy;
   for (s = first | 1; s <= last; s += 2) row[state_labels[s]] -= occupancy_scale * occupancy[s];
-  if constexpr (!std::is_same_v<scalar_t, acc_t>) {
-    for (int64_t k = 0; k < num_classes; ++k) grad_frame[k] = static_cast<scalar_t>(row[k]);
-  }
+  if constexpr (!std::is_same_v<scalar_t, acc_t>) store_half_frame(kernels, row, num_classes, grad_frame);
 }
 
 // The beta sweep of one sample with a finite loss: log_beta in two rolling rows, and for each
@@ -315,7 +326,7 @@ void beta_sweep(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_log
       prefetch(sample_logits + (t - kPrefetchFrames) * stride_t, num_classes * sizeof(scalar_t));
       prefetch(log_alpha_block + (t - kPrefetchFrames) * W, W * sizeof(acc_t));
     }
-    const acc_t* frame = frame_as_acc(sample_logits + t * stride_t, num_classes, ws.frame);
+    const acc_t* frame = frame_as_acc(kernels, sample_logits + t * stride_t, num_classes, ws.frame);
     const int64_t first = band_first(t, T_n, W);
     const int64_t last = band_last(t, W);
     kernels.gather_emissions(frame, ws.labels.data(), log_normalizer[t], emission, first, last + 1);
@@ -381,7 +392,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_cpu(const at::Te
         for (int64_t frame_index = begin; frame_index < end; ++frame_index) {
           const int64_t n = frame_index / T, t = frame_index % T;
           if (t >= input_length[n]) continue;
-          const acc_t* frame = frame_as_acc(logits_data + n * stride_n + t * stride_t, C, buffer);
+          const acc_t* frame = frame_as_acc(kernels, logits_data + n * stride_n + t * stride_t, C, buffer);
           const scalar_t* next_frame = frame_index + 1 < end ? logits_data + ((frame_index + 1) / T) * stride_n +
                                                                    ((frame_index + 1) % T) * stride_t
                                                              : nullptr;
@@ -510,7 +521,7 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
             workspace_sample = n;
           }
           const int64_t W = ws.num_states;
-          const acc_t* frame = frame_as_acc(logits_data + n * stride_n + t * stride_t, C, ws.frame);
+          const acc_t* frame = frame_as_acc(kernels, logits_data + n * stride_n + t * stride_t, C, ws.frame);
           const acc_t* occupancy = occupancy_data + log_alpha_offset(n, label_start[n], T) + t * W;
           write_gradient_frame<scalar_t, acc_t>(kernels, frame, normalizer_data[n * T + t], scale_data[n], occupancy,
                                                 ws.labels.data(), band_first(t, T_n, W), band_last(t, W), C,
@@ -523,25 +534,45 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
   return grad;
 }
 
-// Test hook: the vectorised exp, log or exp_nonpositive of one instruction set applied to a
-// float / double tensor, so the tests can check their accuracy for every compiled path.
+// Test hook: one row primitive of one instruction set applied to a tensor, so the tests can
+// check every compiled path: exp, log, exp_nonpositive (float / double in, same out), and the
+// half-precision conversions half_to_float, bfloat16_to_float (float16 / bfloat16 in, float out),
+// float_to_half, float_to_bfloat16 (float in, float16 / bfloat16 out).
 at::Tensor simd_math_cpu(const at::Tensor& input, c10::string_view function, c10::string_view isa) {
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-              "input must be float32 or float64");
-  TORCH_CHECK(function == "exp" || function == "log" || function == "exp_nonpositive",
-              "function must be exp, log or exp_nonpositive");
   const CpuKernelTable* table = isa == "generic"  ? cpu::generic_kernel_table()
                                 : isa == "avx2"   ? cpu::avx2_kernel_table()
                                 : isa == "avx512" ? cpu::avx512_kernel_table()
                                                   : nullptr;
   TORCH_CHECK(cpu_supports(table), "isa '", std::string(isa), "' is unknown or not supported by this CPU or build");
   const at::Tensor in = input.contiguous();
+  const auto dtype = in.scalar_type();
+  if (function == "half_to_float" || function == "bfloat16_to_float") {
+    const bool half = function == "half_to_float";
+    TORCH_CHECK(dtype == (half ? at::kHalf : at::kBFloat16), "input of ", std::string(function), " must be ",
+                half ? "float16" : "bfloat16");
+    at::Tensor out = at::empty(in.sizes(), in.options().dtype(at::kFloat));
+    (half ? table->f32.half_to_acc : table->f32.bfloat16_to_acc)(
+        reinterpret_cast<const uint16_t*>(in.const_data_ptr()), out.data_ptr<float>(), in.numel());
+    return out;
+  }
+  if (function == "float_to_half" || function == "float_to_bfloat16") {
+    const bool half = function == "float_to_half";
+    TORCH_CHECK(dtype == at::kFloat, "input of ", std::string(function), " must be float32");
+    at::Tensor out = at::empty(in.sizes(), in.options().dtype(half ? at::kHalf : at::kBFloat16));
+    (half ? table->f32.acc_to_half : table->f32.acc_to_bfloat16)(
+        in.const_data_ptr<float>(), reinterpret_cast<uint16_t*>(out.data_ptr()), in.numel());
+    return out;
+  }
+  TORCH_CHECK(function == "exp" || function == "log" || function == "exp_nonpositive",
+              "function must be exp, log, exp_nonpositive, half_to_float, bfloat16_to_float, float_to_half or "
+              "float_to_bfloat16");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "input must be float32 or float64");
   at::Tensor out = at::empty_like(in);
   auto apply = [&](const auto& kernels, auto* out_data, const auto* in_data) {
     auto* elementwise = function == "exp" ? kernels.exp : function == "log" ? kernels.log : kernels.exp_nonpositive;
     elementwise(in_data, out_data, in.numel());
   };
-  if (in.scalar_type() == at::kFloat) {
+  if (dtype == at::kFloat) {
     apply(table->f32, out.data_ptr<float>(), in.const_data_ptr<float>());
   } else {
     apply(table->f64, out.data_ptr<double>(), in.const_data_ptr<double>());

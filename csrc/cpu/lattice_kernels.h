@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 namespace ctc_ext {
 namespace cpu {
@@ -39,6 +40,13 @@ struct LatticeKernels {
   void (*log)(const acc_t* in, acc_t* out, int64_t count);
   // The cheaper exp of the row sums and softmaxes, meant for in[i] <= 0 (see vexp_nonpositive).
   void (*exp_nonpositive)(const acc_t* in, acc_t* out, int64_t count);
+  // Rows of float16 / bfloat16 (as their bit patterns) to and from acc_t, exactly as
+  // c10::Half / c10::BFloat16 convert (round to nearest even, NaN stays NaN).  Only the float
+  // table has them (half-precision logits accumulate in float); nullptr in the double one.
+  void (*half_to_acc)(const uint16_t* in, acc_t* out, int64_t count);
+  void (*acc_to_half)(const acc_t* in, uint16_t* out, int64_t count);
+  void (*bfloat16_to_acc)(const uint16_t* in, acc_t* out, int64_t count);
+  void (*acc_to_bfloat16)(const acc_t* in, uint16_t* out, int64_t count);
 };
 
 struct CpuKernelTable {

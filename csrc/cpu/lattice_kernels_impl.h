@@ -181,11 +181,98 @@ void log_elementwise(const acc_t* in, acc_t* out, int64_t count) {
   });
 }
 
+// Half-precision rows, vectorised with integer operations on the bit patterns (no F16C needed,
+// so every instruction set gets the same exact results).  Lanes hold one 32-bit float each; the
+// 16-bit inputs / outputs are widened / narrowed with __builtin_convertvector.
+typedef unsigned short vuint16_of_float __attribute__((vector_size(CTC_SIMD_BYTES / 2), aligned(2)));
+
+inline vuint32 splat_bits(unsigned value) { return vuint32{} + value; }
+
+// IEEE binary16 bits (low 16 bits of each lane) to float: rebias the exponent; infinities and
+// NaNs get the float's all-ones exponent; subnormals renormalise through one float subtraction.
+inline vfloat half_bits_to_float(vuint32 h) {
+  const vuint32 sign = (h & 0x8000u) << 16;
+  const vuint32 magnitude = (h & 0x7fffu) << 13;
+  const vuint32 exponent = magnitude & (0x7c00u << 13);
+  const vuint32 normal = magnitude + ((127u - 15u) << 23);
+  const vuint32 special = normal + ((128u - 16u) << 23);
+  const vfloat subnormal = (vfloat)(normal + (1u << 23)) - 6.103515625e-05f;  // 2^-14
+  vuint32 bits = exponent == (0x7c00u << 13) ? special : normal;
+  bits = exponent == 0u ? (vuint32)subnormal : bits;
+  return (vfloat)(bits | sign);
+}
+
+// Float to binary16 bits, round to nearest even (F. Giesen's float_to_half_fast3_rtne, per lane):
+// overflow to inf, NaN to a quiet NaN, subnormal results through a float addition that rounds.
+inline vuint32 float_to_half_bits(vfloat f) {
+  const vuint32 bits = (vuint32)f;
+  const vuint32 sign = bits & 0x80000000u;
+  const vuint32 magnitude = bits ^ sign;
+  const vuint32 overflowed = magnitude > (255u << 23) ? splat_bits(0x7e00u) : splat_bits(0x7c00u);
+  const vfloat denormal_magic = (vfloat)splat_bits(((127u - 15u) + (23u - 10u) + 1u) << 23);
+  const vuint32 subnormal = (vuint32)((vfloat)magnitude + denormal_magic) - (vuint32)denormal_magic;
+  const vuint32 odd_mantissa = (magnitude >> 13) & 1u;
+  const vuint32 normal = (magnitude + (((15u - 127u) << 23) + 0xfffu) + odd_mantissa) >> 13;
+  vuint32 result = magnitude < (113u << 23) ? subnormal : normal;
+  result = magnitude >= ((127u + 16u) << 23) ? overflowed : result;
+  return result | (sign >> 16);
+}
+
+// bfloat16 is the top half of a float: widening is a shift; narrowing rounds to nearest even on
+// the dropped half and keeps NaN quiet (torch's c10::BFloat16 rule).
+inline vfloat bfloat16_bits_to_float(vuint32 h) { return (vfloat)(h << 16); }
+
+inline vuint32 float_to_bfloat16_bits(vfloat f) {
+  const vuint32 bits = (vuint32)f;
+  const vuint32 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  return f != f ? splat_bits(0x7fc0u) : rounded;
+}
+
+template <vfloat (*to_float)(vuint32)>
+void widen_row(const uint16_t* in, float* out, int64_t count) {
+  constexpr int lanes = Simd<float>::lanes;
+  int64_t i = 0;
+  for (; i + lanes <= count; i += lanes) {
+    vuint16_of_float packed;
+    __builtin_memcpy(&packed, in + i, sizeof(packed));
+    store<float>(out + i, to_float(__builtin_convertvector(packed, vuint32)));
+  }
+  if (i < count) {
+    uint16_t padded[lanes] = {};
+    float result[lanes];
+    for (int64_t k = i; k < count; ++k) padded[k - i] = in[k];
+    vuint16_of_float packed;
+    __builtin_memcpy(&packed, padded, sizeof(packed));
+    store<float>(result, to_float(__builtin_convertvector(packed, vuint32)));
+    for (int64_t k = i; k < count; ++k) out[k] = result[k - i];
+  }
+}
+
+template <vuint32 (*from_float)(vfloat)>
+void narrow_row(const float* in, uint16_t* out, int64_t count) {
+  constexpr int lanes = Simd<float>::lanes;
+  for_each_vector<float>(0, count, [&](int64_t i, int valid) {
+    const vuint16_of_float packed = __builtin_convertvector(from_float(load_partial(in + i, valid, 0.0f)),
+                                                            vuint16_of_float);
+    uint16_t result[lanes];
+    __builtin_memcpy(result, &packed, sizeof(packed));
+    for (int k = 0; k < valid; ++k) out[i + k] = result[k];
+  });
+}
+
 template <typename acc_t>
 LatticeKernels<acc_t> lattice_kernels() {
-  return {&row_logsumexp<acc_t>, &alpha_step<acc_t>, &beta_step<acc_t>, &occupancy<acc_t>,
-          &gather_emissions<acc_t>, &scaled_softmax<acc_t>, &exp_elementwise<acc_t>, &log_elementwise<acc_t>,
-          &exp_nonpositive_elementwise<acc_t>};
+  LatticeKernels<acc_t> kernels{&row_logsumexp<acc_t>, &alpha_step<acc_t>, &beta_step<acc_t>, &occupancy<acc_t>,
+                                &gather_emissions<acc_t>, &scaled_softmax<acc_t>, &exp_elementwise<acc_t>,
+                                &log_elementwise<acc_t>, &exp_nonpositive_elementwise<acc_t>,
+                                nullptr, nullptr, nullptr, nullptr};
+  if constexpr (std::is_same_v<acc_t, float>) {
+    kernels.half_to_acc = &widen_row<half_bits_to_float>;
+    kernels.acc_to_half = &narrow_row<float_to_half_bits>;
+    kernels.bfloat16_to_acc = &widen_row<bfloat16_bits_to_float>;
+    kernels.acc_to_bfloat16 = &narrow_row<float_to_bfloat16_bits>;
+  }
+  return kernels;
 }
 
 }  // namespace

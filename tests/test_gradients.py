@@ -126,3 +126,43 @@ def test_cpu_reduction_and_its_gradient_are_host_loops(reduction):
                                   reduction="none")
     ((per_sample / lengths).mean() if reduction == "mean" else per_sample.sum()).backward()
     torch.testing.assert_close(logits.grad, reference.grad, rtol=1e-12, atol=1e-15)
+
+
+class _Wrapped(torch.Tensor):
+    """A tensor subclass that runs every op on the tensor it wraps: it has no data of its own,
+    like the CUDA tensors and the tracing tensors that take the op's ATen reduction."""
+
+    @staticmethod
+    def __new__(cls, inner):
+        return torch.Tensor._make_wrapper_subclass(cls, inner.shape, strides=inner.stride(), dtype=inner.dtype,
+                                                   device=inner.device, requires_grad=inner.requires_grad)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        unwrap = lambda value: value.inner if isinstance(value, _Wrapped) else value  # noqa: E731
+        wrap = lambda value: _Wrapped(value) if isinstance(value, torch.Tensor) else value  # noqa: E731
+        result = func(*torch.utils._pytree.tree_map(unwrap, args),
+                      **torch.utils._pytree.tree_map(unwrap, kwargs or {}))
+        return torch.utils._pytree.tree_map(wrap, result)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_the_aten_reduction_path_matches_the_host_loops(reduction, zero_infinity):
+    # The reduction and its gradient weights as ATen expressions (what CUDA runs), on the CPU
+    # through a wrapper subclass, against the host loops of plain CPU tensors.
+    batch = make_batch(T=10, N=3, C=5, S=3, seed=19, input_lengths=[10, 9, 2], target_lengths=[3, 0, 3])
+    args = (batch.padded_targets, torch.tensor(batch.input_lengths), torch.tensor(batch.target_lengths))
+    code = ctc_ext.functional._REDUCTIONS.index(reduction)
+    plain = batch.logits.clone().requires_grad_(True)
+    wrapped = _Wrapped(batch.logits.clone()).requires_grad_(True)
+    expected = ctc_ext.ops.ctc_loss(plain, *args, 0, code, zero_infinity)
+    result = ctc_ext.ops.ctc_loss(wrapped, *[_Wrapped(a) for a in args], 0, code, zero_infinity)
+    assert isinstance(result, _Wrapped)
+    torch.testing.assert_close(result.inner.detach(), expected.detach(), rtol=1e-12, atol=0, equal_nan=True)
+    (grad_plain,) = torch.autograd.grad(expected.sum(), plain)
+    (grad_wrapped,) = torch.autograd.grad(result.sum(), wrapped)
+    torch.testing.assert_close(grad_wrapped.inner, grad_plain, rtol=1e-12, atol=1e-15, equal_nan=True)

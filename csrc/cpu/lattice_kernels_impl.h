@@ -228,35 +228,42 @@ inline vuint32 float_to_bfloat16_bits(vfloat f) {
   return f != f ? splat_bits(0x7fc0u) : rounded;
 }
 
+// The 16-bit inputs of one vector, padded with zeros when fewer than a vector remain.
+inline vuint32 load_bits_partial(const uint16_t* in, int valid) {
+  uint16_t padded[Simd<float>::lanes] = {};
+  const uint16_t* source = in;
+  if (valid < Simd<float>::lanes) {
+    for (int k = 0; k < valid; ++k) padded[k] = in[k];
+    source = padded;
+  }
+  vuint16_of_float packed;
+  __builtin_memcpy(&packed, source, sizeof(packed));
+  return __builtin_convertvector(packed, vuint32);
+}
+
+// The low 16 bits of each lane, the first `valid` of them.
+inline void store_bits_partial(uint16_t* out, vuint32 bits, int valid) {
+  const vuint16_of_float packed = __builtin_convertvector(bits, vuint16_of_float);
+  if (valid == Simd<float>::lanes) {
+    __builtin_memcpy(out, &packed, sizeof(packed));
+    return;
+  }
+  uint16_t result[Simd<float>::lanes];
+  __builtin_memcpy(result, &packed, sizeof(packed));
+  for (int k = 0; k < valid; ++k) out[k] = result[k];
+}
+
 template <vfloat (*to_float)(vuint32)>
 void widen_row(const uint16_t* in, float* out, int64_t count) {
-  constexpr int lanes = Simd<float>::lanes;
-  int64_t i = 0;
-  for (; i + lanes <= count; i += lanes) {
-    vuint16_of_float packed;
-    __builtin_memcpy(&packed, in + i, sizeof(packed));
-    store<float>(out + i, to_float(__builtin_convertvector(packed, vuint32)));
-  }
-  if (i < count) {
-    uint16_t padded[lanes] = {};
-    float result[lanes];
-    for (int64_t k = i; k < count; ++k) padded[k - i] = in[k];
-    vuint16_of_float packed;
-    __builtin_memcpy(&packed, padded, sizeof(packed));
-    store<float>(result, to_float(__builtin_convertvector(packed, vuint32)));
-    for (int64_t k = i; k < count; ++k) out[k] = result[k - i];
-  }
+  for_each_vector<float>(0, count, [&](int64_t i, int valid) {
+    store_partial(out + i, to_float(load_bits_partial(in + i, valid)), valid);
+  });
 }
 
 template <vuint32 (*from_float)(vfloat)>
 void narrow_row(const float* in, uint16_t* out, int64_t count) {
-  constexpr int lanes = Simd<float>::lanes;
   for_each_vector<float>(0, count, [&](int64_t i, int valid) {
-    const vuint16_of_float packed = __builtin_convertvector(from_float(load_partial(in + i, valid, 0.0f)),
-                                                            vuint16_of_float);
-    uint16_t result[lanes];
-    __builtin_memcpy(result, &packed, sizeof(packed));
-    for (int k = 0; k < valid; ++k) out[i + k] = result[k];
+    store_bits_partial(out + i, from_float(load_partial(in + i, valid, 0.0f)), valid);
   });
 }
 

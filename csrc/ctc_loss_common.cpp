@@ -77,6 +77,8 @@ void check_ctc_values_on_cpu(const CtcProblem& problem) {
   const int64_t* input_lengths = problem.input_lengths.data_ptr<int64_t>();
   const int64_t* target_lengths = problem.target_lengths.data_ptr<int64_t>();
   const int64_t width = (problem.padded_targets && N > 0) ? problem.num_target_slots / N : 0;
+  // Running sum of the concatenated target lengths, compared before each addition so that user
+  // values can never overflow it (label_start, a cumsum of the same values, is read only after).
   int64_t total_target_length = 0;
   for (int64_t n = 0; n < N; ++n) {
     TORCH_CHECK(input_lengths[n] >= 0, "input_lengths must be non-negative, got ", input_lengths[n],
@@ -89,11 +91,12 @@ void check_ctc_values_on_cpu(const CtcProblem& problem) {
       TORCH_CHECK(target_lengths[n] <= width, "target_lengths[", n, "] = ", target_lengths[n],
                   " exceeds the padded targets width S = ", width);
     }
-    total_target_length += target_lengths[n];
-  }
-  if (!problem.padded_targets) {
-    TORCH_CHECK(total_target_length <= problem.num_target_slots, "concatenated targets have ",
-                problem.num_target_slots, " labels but target_lengths sum to ", total_target_length);
+    if (!problem.padded_targets) {
+      TORCH_CHECK(target_lengths[n] <= problem.num_target_slots - total_target_length, "concatenated targets have ",
+                  problem.num_target_slots, " labels but target_lengths sum to more (",
+                  total_target_length, " before sample ", n, ", whose length is ", target_lengths[n], ")");
+      total_target_length += target_lengths[n];
+    }
   }
   const int64_t* label_start = problem.label_start.data_ptr<int64_t>();
   AT_DISPATCH_INDEX_TYPES(problem.targets.scalar_type(), "check_ctc_labels", [&] {

@@ -136,7 +136,11 @@ struct CTCLossNode : public torch::autograd::Function<CTCLossNode> {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [nll, log_alpha, log_normalizer] =
         forward_op().call(logits, targets, input_lengths, target_lengths, blank, true);
-    ctx->save_for_backward({logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer});
+    // The backward must see exactly the lengths and labels the forward saw: a tensor that shares
+    // memory with a numpy array can change without autograd's version counter noticing, and
+    // log_alpha's layout and bands follow these values.  They are small next to the logits.
+    ctx->save_for_backward({logits, targets.clone(), input_lengths.clone(), target_lengths.clone(), nll, log_alpha,
+                            log_normalizer});
     ctx->saved_data["blank"] = blank;
     ctx->saved_data["reduction"] = reduction;
     ctx->saved_data["zero_infinity"] = zero_infinity;

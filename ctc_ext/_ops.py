@@ -58,8 +58,10 @@ def _forward_setup_context(ctx, inputs, output):
     torch._check(keep_log_alpha or not ctx.needs_input_grad[0],
                  lambda: "ctc_loss_forward must be called with keep_log_alpha=True to be differentiated")
     ctx.mark_non_differentiable(log_alpha, log_normalizer)
-    ctx.save_for_backward(logits, targets, input_lengths, target_lengths, neg_log_likelihood, log_alpha,
-                          log_normalizer)
+    # Copies: the backward must use the values the forward used, even if the caller's tensors
+    # change in place without autograd noticing (memory shared with numpy).
+    ctx.save_for_backward(logits, targets.clone(), input_lengths.clone(), target_lengths.clone(), neg_log_likelihood,
+                          log_alpha, log_normalizer)
     ctx.blank = blank
 
 

@@ -4,6 +4,7 @@ import torch
 
 import ctc_ext
 from ctc_cases import make_batch
+from isolation import assert_isolated_ok
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_target_length_above_padded_width(batch):
 
 
 def test_concatenated_targets_shorter_than_sum_of_lengths(batch):
-    with pytest.raises(RuntimeError, match="concatenated targets have 8 labels but target_lengths sum to 9"):
+    with pytest.raises(RuntimeError, match="concatenated targets have 8 labels but target_lengths sum to more"):
         call(batch, targets=batch.concatenated_targets[:8], target_lengths=[4, 2, 3])
     with pytest.raises(RuntimeError, match="concatenated targets have"):
         call(batch, targets=batch.concatenated_targets[:0])
@@ -150,3 +151,74 @@ def test_backward_op_rejects_a_forward_state_of_another_problem(batch):
     with pytest.raises(RuntimeError, match="keep_log_alpha=True"):
         ctc_ext.ops.ctc_loss_backward(torch.ones(3, dtype=torch.float64), batch.logits, batch.padded_targets,
                                       *lengths, nll, log_alpha, normalizer, 0, False)
+
+
+# Hostile inputs that once crashed the process: each runs in a child interpreter, which must
+# exit cleanly after the expected exception.
+
+def test_concatenated_target_lengths_whose_sum_overflows_int64():
+    assert_isolated_ok("""
+        import torch, ctc_ext
+        logits = torch.randn(6, 2, 5)
+        targets = torch.ones(3, dtype=torch.int64)
+        for lengths in ([2**63 - 1, 2], [2, 2**63 - 1], [1, 2**63 - 1]):
+            try:
+                ctc_ext.ctc_loss(logits, targets, [6, 6], lengths)
+            except RuntimeError as error:
+                assert "target_lengths sum to more" in str(error), error
+            else:
+                raise AssertionError(f"no error for target_lengths {lengths}")
+            try:
+                ctc_ext.forced_align(logits, targets, [6, 6], lengths)
+            except RuntimeError as error:
+                assert "target_lengths sum to more" in str(error), error
+            else:
+                raise AssertionError(f"forced_align: no error for target_lengths {lengths}")
+    """)
+
+
+def test_backward_op_given_a_finite_loss_for_a_target_that_cannot_fit():
+    # Sample 1 has 4 labels in 2 frames: no path.  The backward op must not trust the loss it is
+    # handed (a finite value, or NaN) and sweep an empty band.
+    assert_isolated_ok("""
+        import math, torch, ctc_ext
+        ops = torch.ops.ctc_ext
+        logits = torch.randn(6, 2, 5, dtype=torch.float64)
+        targets = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 4]])
+        input_lengths = torch.tensor([6, 2])
+        target_lengths = torch.tensor([4, 4])
+        nll, log_alpha, log_normalizer = ops.ctc_loss_forward(logits, targets, input_lengths, target_lengths, 0, True)
+        assert math.isinf(nll[1])
+        for forged in (1.5, float("nan")):
+            nll_forged = nll.clone()
+            nll_forged[1] = forged
+            for zero_infinity in (False, True):
+                grad = ops.ctc_loss_backward(torch.ones(2, dtype=torch.float64), logits, targets, input_lengths,
+                                             target_lengths, nll_forged, log_alpha, log_normalizer, 0, zero_infinity)
+                sample = grad[:2, 1]
+                assert (sample == 0).all() if zero_infinity else sample.isnan().all(), sample
+                assert (grad[2:, 1] == 0).all()
+    """)
+
+
+def test_lengths_changed_in_place_between_forward_and_backward():
+    # Memory shared with numpy changes without autograd's version counter noticing; the backward
+    # must use the values the forward used (the built-in copies them too).
+    out = assert_isolated_ok("""
+        import numpy as np, torch, ctc_ext
+        torch.manual_seed(0)
+        logits = torch.randn(8, 2, 5, dtype=torch.float64, requires_grad=True)
+        targets_np = np.array([[1, 2, 3], [2, 3, 4]])
+        input_np = np.array([8, 5])
+        target_np = np.array([3, 2])
+        targets, input_lengths, target_lengths = map(torch.from_numpy, (targets_np, input_np, target_np))
+        expected = torch.autograd.grad(ctc_ext.ctc_loss(logits, targets, input_lengths, target_lengths), logits)[0]
+        loss = ctc_ext.ctc_loss(logits, targets, input_lengths, target_lengths)
+        input_np[:] = [1, 8]
+        target_np[:] = [3, 3]
+        targets_np[:] = 4
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert torch.equal(grad, expected)
+        print("same gradient")
+    """)
+    assert "same gradient" in out

@@ -284,13 +284,17 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
 // ---------------------------------------------------------------------------------------------
 // Backward.
 
-// What the gradient of a sample is, from its loss.
+// What the gradient of a sample is, from its lengths and its loss.  The lengths decide first:
+// neg_log_likelihood is an argument of the public backward op, and a finite value for a target
+// that cannot fit must not send the beta sweep over an empty band.
 enum class SampleGradient { kFinite, kZero, kNaN };
 
 template <typename acc_t>
-SampleGradient sample_gradient(acc_t neg_log_likelihood, bool zero_infinity) {
+SampleGradient sample_gradient(int64_t input_length, int64_t target_length, acc_t neg_log_likelihood,
+                               bool zero_infinity) {
+  const bool fits = target_length <= input_length;
   const bool infinite = std::isinf(neg_log_likelihood) && neg_log_likelihood > 0;
-  if (!infinite) return SampleGradient::kFinite;
+  if (fits && !infinite) return SampleGradient::kFinite;
   // No path: zero with zero_infinity, else undefined as in the built-in (which returns NaN).
   return zero_infinity ? SampleGradient::kZero : SampleGradient::kNaN;
 }
@@ -494,7 +498,7 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
         SampleWorkspace<acc_t> ws;
         for (int64_t n = begin; n < end; ++n) {
           const int64_t T_n = input_length[n];
-          const SampleGradient kind = sample_gradient(nll_data[n], zero_infinity);
+          const SampleGradient kind = sample_gradient(T_n, target_length[n], nll_data[n], zero_infinity);
           if (kind != SampleGradient::kFinite || T_n == 0) {
             if (by_frame) continue;
             for (int64_t t = 0; t < T_n; ++t) {
@@ -531,7 +535,7 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
           const int64_t n = frame_index / T, t = frame_index % T;
           const int64_t T_n = input_length[n];
           scalar_t* grad_frame = grad_data + n * grad_stride_n + t * grad_stride_t;
-          const SampleGradient kind = sample_gradient(nll_data[n], zero_infinity);
+          const SampleGradient kind = sample_gradient(T_n, target_length[n], nll_data[n], zero_infinity);
           if (t >= T_n || kind == SampleGradient::kZero) {
             fill_frame(grad_frame, C, scalar_t(0));
             continue;

@@ -273,8 +273,9 @@ __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, boo
     if (threadIdx.x == 0) sample_state[n] = kSampleInvalid;
     return;
   }
+  // The lengths decide before the loss, an argument of the public backward op (see the CPU kernel).
   const acc_t nll = neg_log_likelihood[n];
-  if (nll == -neg_inf<acc_t>()) {
+  if (nll == -neg_inf<acc_t>() || p.target_lengths[n] > p.input_lengths[n]) {
     if (threadIdx.x == 0) sample_state[n] = zero_infinity ? kSampleZero : kSampleNaN;
     return;
   }

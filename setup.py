@@ -6,12 +6,13 @@ TORCH_CUDA_ARCH_LIST picks the GPU architectures (default 8.0;9.0).  Install wit
 `pip install --no-build-isolation .` into an environment that already has the torch you will run
 with (see the README for why).
 """
+
 import glob
 import os
 
+import torch
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
-import torch
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(ROOT, "csrc")
@@ -55,9 +56,9 @@ def extension():
         cxx_flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         extra_link += ["-fsanitize=address"]
     cpp_sources = sources("*.cpp")
-    # Files under csrc/cuda/emulation are compiled only by the CPU emulation of the CUDA kernels.
-    cpp_sources = [s for s in cpp_sources if os.sep + "emulation" + os.sep not in s]
-    define_macros = [("Py_LIMITED_API", "0x03090000")]
+    # Not the limited Python API (abi3): the module binds libtorch's C++ API with pybind11, so the
+    # library is tied to one Python version and one torch build anyway.
+    define_macros = []
     use_cuda = want_cuda()
     if use_cuda:
         cu_sources = sources("*.cu")
@@ -65,8 +66,10 @@ def extension():
         define_macros.append(("CTC_EXT_WITH_CUDA", "1"))
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
         include_dirs = cuda_library_include_dirs()
-        print(f"ctc_ext: building CPU + CUDA ({len(cu_sources)} .cu files), CUDA_HOME={CUDA_HOME}, "
-              f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}, extra includes {include_dirs}")
+        print(
+            f"ctc_ext: building CPU + CUDA ({len(cu_sources)} .cu files), CUDA_HOME={CUDA_HOME}, "
+            f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}, extra includes {include_dirs}"
+        )
         return CUDAExtension(
             "ctc_ext._C",
             cpp_sources + cu_sources,
@@ -74,7 +77,6 @@ def extension():
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=extra_link,
-            py_limited_api=True,
         )
     print(f"ctc_ext: building CPU only ({len(cpp_sources)} .cpp files)")
     return CppExtension(
@@ -83,7 +85,6 @@ def extension():
         define_macros=define_macros,
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=extra_link,
-        py_limited_api=True,
     )
 
 
@@ -91,5 +92,4 @@ setup(
     packages=find_packages(include=["ctc_ext", "ctc_ext.*"]),
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

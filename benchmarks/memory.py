@@ -8,9 +8,9 @@ scratch space and the gradient.
     python benchmarks/memory.py                      # the README's rows
     python benchmarks/memory.py --shapes 8000,4,29,2000 --only ours
 """
+
 import argparse
 import json
-import os
 import subprocess
 import sys
 
@@ -48,8 +48,12 @@ print(json.dumps({"peak_extra_mb": (after - before) / 1024, "loss": loss.item()}
 
 
 def measure(T, N, C, S, which, dtype="float32", threads=2):
-    output = subprocess.run([sys.executable, "-c", CHILD, str(T), str(N), str(C), str(S), which, dtype, str(threads)],
-                            check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [sys.executable, "-c", CHILD, str(T), str(N), str(C), str(S), which, dtype, str(threads)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -62,8 +66,12 @@ def parse_shape(text):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", type=parse_shape, nargs="+",
-                        default=[(2000, 8, 29, 500), (4000, 4, 29, 1000), (8000, 4, 29, 2000), (500, 32, 1024, 100)])
+    parser.add_argument(
+        "--shapes",
+        type=parse_shape,
+        nargs="+",
+        default=[(2000, 8, 29, 500), (4000, 4, 29, 1000), (8000, 4, 29, 2000), (500, 32, 1024, 100)],
+    )
     parser.add_argument("--only", choices=["ours", "builtin"], help="measure one side only")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     parser.add_argument("--json", help="write the rows to this file")
@@ -76,12 +84,17 @@ def main():
             if args.only and args.only != which:
                 continue
             row[f"{which}_peak_mb"] = measure(T, N, C, S, which, args.dtype)["peak_extra_mb"]
-        ratio = row["ours_peak_mb"] / row["builtin_peak_mb"] if "ours_peak_mb" in row and "builtin_peak_mb" in row else None
+        ratio = (
+            row["ours_peak_mb"] / row["builtin_peak_mb"] if "ours_peak_mb" in row and "builtin_peak_mb" in row else None
+        )
         row["ratio"] = ratio
         rows.append(row)
         fmt = lambda key: f"{row[key]:.0f}" if key in row else "-"
-        print(f"{T:>6} {N:>3} {C:>5} {S:>5}  {fmt('builtin_peak_mb'):>11}  {fmt('ours_peak_mb'):>10}  "
-              f"{'-' if ratio is None else f'{ratio:.2f}x'}", flush=True)
+        print(
+            f"{T:>6} {N:>3} {C:>5} {S:>5}  {fmt('builtin_peak_mb'):>11}  {fmt('ours_peak_mb'):>10}  "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'}",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

@@ -49,8 +49,7 @@ CTC_HOST_DEVICE inline scalar_t log_add3(scalar_t a, scalar_t b, scalar_t c) {
 // Class of extended state s: blank for even s, label (s - 1) / 2 for odd s.
 // `labels` points at the first label of the sample; `label_stride` is the step between labels.
 template <typename index_t>
-CTC_HOST_DEVICE inline int64_t extended_label(const index_t* labels, int64_t label_stride, int64_t s,
-                                              int64_t blank) {
+CTC_HOST_DEVICE inline int64_t extended_label(const index_t* labels, int64_t label_stride, int64_t s, int64_t blank) {
   return (s & 1) ? static_cast<int64_t>(labels[((s - 1) / 2) * label_stride]) : blank;
 }
 

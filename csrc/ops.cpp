@@ -1,14 +1,8 @@
 // Schemas of every ctc_ext operator, declared once; backends add implementations with
-// TORCH_LIBRARY_IMPL(ctc_ext, <Backend>, m) in their own files, and Python adds the fake (meta)
-// implementations that torch.compile and opcheck need (ctc_ext/_ops.py).
-#include <Python.h>
+// TORCH_LIBRARY_IMPL(ctc_ext, <Backend>, m) in their own files (csrc/cpu, csrc/cuda,
+// csrc/autograd), and Python adds the fake (meta) implementations that torch.compile and opcheck
+// need (ctc_ext/_ops.py).
 #include <torch/library.h>
-
-// Importing ctc_ext._C loads this shared library, which runs the registrations below.
-PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
 
 TORCH_LIBRARY(ctc_ext, m) {
   // logits: (T, N, C) float, any strides; normalised with log-softmax inside the kernel.
@@ -25,7 +19,7 @@ TORCH_LIBRARY(ctc_ext, m) {
       "ctc_loss_backward(Tensor grad_nll, Tensor logits, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, Tensor neg_log_likelihood, Tensor log_alpha, Tensor log_normalizer, int blank, "
       "bool zero_infinity) -> Tensor");
-  // The loss of ctc_ext.ctc_loss (csrc/ctc_loss_op.cpp): ctc_loss_forward, zero_infinity and the
+  // The loss of ctc_ext.ctc_loss (csrc/autograd/ctc_loss_autograd.cpp): ctc_loss_forward, zero_infinity and the
   // reduction, differentiable with respect to logits through one autograd node.  reduction:
   // 0 'none' (the (N,) losses), 1 'mean' (each loss divided by max(target_length, 1), then
   // averaged), 2 'sum'.  Returns float64 for float64 logits, float32 otherwise.
@@ -34,9 +28,9 @@ TORCH_LIBRARY(ctc_ext, m) {
       "int reduction, bool zero_infinity) -> Tensor");
 }
 
-// Decoding and forced alignment (csrc/decode/).  Every op takes logits (T, N, C) (raw logits or
-// log-probabilities; log-softmax is applied inside where scores are needed) and input_lengths
-// (N,) integer, and returns tensors of static shape so that fake kernels can describe them.
+// Decoding and forced alignment (csrc/cpu/*_cpu.cpp, csrc/cuda/decode_cuda.cu).  Every op takes logits (T, N, C) (raw
+// logits or log-probabilities; log-softmax is applied inside where scores are needed) and input_lengths (N,) integer,
+// and returns tensors of static shape so that fake kernels can describe them.
 TORCH_LIBRARY_FRAGMENT(ctc_ext, m) {
   // Best path: labels (N, T) int64, sample n's decoded labels in labels[n, :label_lengths[n]]
   // and -1 after them; label_lengths (N,) int64.
@@ -54,4 +48,14 @@ TORCH_LIBRARY_FRAGMENT(ctc_ext, m) {
   m.def(
       "forced_align(Tensor logits, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank) -> "
       "(Tensor alignment, Tensor frame_log_probs, Tensor path_log_prob)");
+}
+
+// Internal operators for tests and benchmarks (CPU only, csrc/cpu/ctc_loss_cpu.cpp).
+TORCH_LIBRARY_FRAGMENT(ctc_ext, m) {
+  // One vectorised row primitive of one instruction set applied elementwise: function is exp,
+  // log, exp_nonpositive, half_to_float, bfloat16_to_float, float_to_half or float_to_bfloat16;
+  // isa is generic, avx2 or avx512.
+  m.def("_simd_math(Tensor input, str function, str isa) -> Tensor");
+  // The instruction set the CPU kernels use now, for the benchmark report.
+  m.def("_cpu_kernel_isa() -> str");
 }

@@ -1,4 +1,5 @@
 """ctc_ext: CTC loss for PyTorch with fused log-softmax and exact logit gradients."""
+
 from ._ops import ops
 from .decode import TokenSpan, beam_search, forced_align, greedy_decode, token_spans
 from .functional import ctc_loss
@@ -6,7 +7,14 @@ from .modules import CTCLoss
 from .plot import plot_alignment  # imports matplotlib only when called
 
 __all__ = [
-    "CTCLoss", "TokenSpan", "beam_search", "ctc_loss", "forced_align", "greedy_decode", "ops",
-    "plot_alignment", "token_spans",
+    "CTCLoss",
+    "TokenSpan",
+    "beam_search",
+    "ctc_loss",
+    "forced_align",
+    "greedy_decode",
+    "ops",
+    "plot_alignment",
+    "token_spans",
 ]
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ The C++ library defines the schemas (csrc/ops.cpp) and the CPU / CUDA kernels.  
 the fake (meta) implementations, which torch.compile, torch.export and opcheck use to know
 output shapes without running a kernel, and the autograd formula of the forward op.
 """
+
 import torch
 
 from . import _C  # noqa: F401  (loading the library registers torch.ops.ctc_ext.*)
@@ -35,8 +36,18 @@ def _ctc_loss_forward_fake(logits, targets, input_lengths, target_lengths, blank
 
 
 @torch.library.register_fake("ctc_ext::ctc_loss_backward")
-def _ctc_loss_backward_fake(grad_nll, logits, targets, input_lengths, target_lengths, neg_log_likelihood,
-                            log_alpha, log_normalizer, blank, zero_infinity):
+def _ctc_loss_backward_fake(
+    grad_nll,
+    logits,
+    targets,
+    input_lengths,
+    target_lengths,
+    neg_log_likelihood,
+    log_alpha,
+    log_normalizer,
+    blank,
+    zero_infinity,
+):
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     return torch.empty_like(logits)
 
@@ -49,33 +60,79 @@ def _ctc_loss_fake(logits, targets, input_lengths, target_lengths, blank, reduct
     return logits.new_empty(shape, dtype=accumulate_dtype(logits.dtype))
 
 
+# Every decode op has outputs of static shape, so torch.compile and
+# torch.export can trace through them.
+@torch.library.register_fake("ctc_ext::greedy_decode")
+def _greedy_decode_fake(logits, input_lengths, blank):
+    torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
+    T, N, _ = logits.shape
+    return logits.new_empty((N, T), dtype=torch.int64), logits.new_empty((N,), dtype=torch.int64)
+
+
+@torch.library.register_fake("ctc_ext::beam_search")
+def _beam_search_fake(logits, input_lengths, blank, beam_width, top_k):
+    torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
+    torch._check(beam_width >= 1, lambda: f"beam_width must be at least 1, got {beam_width}")
+    torch._check(top_k >= 1, lambda: f"top_k must be at least 1, got {top_k}")
+    T, N, _ = logits.shape
+    return (
+        logits.new_empty((N, top_k, T), dtype=torch.int64),
+        logits.new_empty((N, top_k), dtype=torch.int64),
+        logits.new_empty((N, top_k), dtype=accumulate_dtype(logits.dtype)),
+        logits.new_empty((N,), dtype=torch.int64),
+    )
+
+
+@torch.library.register_fake("ctc_ext::forced_align")
+def _forced_align_fake(logits, targets, input_lengths, target_lengths, blank):
+    torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
+    T, N, _ = logits.shape
+    acc = accumulate_dtype(logits.dtype)
+    return (
+        logits.new_empty((N, T), dtype=torch.int64),
+        logits.new_empty((N, T), dtype=acc),
+        logits.new_empty((N,), dtype=acc),
+    )
+
+
 # Autograd of the raw forward op, so that it is differentiable on its own (opcheck tests this).
 # Users go through ctc_ext.ctc_loss, whose op (ctc_ext::ctc_loss) has its own C++ autograd node
 # over the same forward and backward ops.
 def _forward_setup_context(ctx, inputs, output):
     logits, targets, input_lengths, target_lengths, blank, keep_log_alpha = inputs
     neg_log_likelihood, log_alpha, log_normalizer = output
-    torch._check(keep_log_alpha or not ctx.needs_input_grad[0],
-                 lambda: "ctc_loss_forward must be called with keep_log_alpha=True to be differentiated")
+    torch._check(
+        keep_log_alpha or not ctx.needs_input_grad[0],
+        lambda: "ctc_loss_forward must be called with keep_log_alpha=True to be differentiated",
+    )
     ctx.mark_non_differentiable(log_alpha, log_normalizer)
     # Copies: the backward must use the values the forward used, even if the caller's tensors
     # change in place without autograd noticing (memory shared with numpy).
-    ctx.save_for_backward(logits, targets.clone(), input_lengths.clone(), target_lengths.clone(), neg_log_likelihood,
-                          log_alpha, log_normalizer)
+    ctx.save_for_backward(
+        logits,
+        targets.clone(),
+        input_lengths.clone(),
+        target_lengths.clone(),
+        neg_log_likelihood,
+        log_alpha,
+        log_normalizer,
+    )
     ctx.blank = blank
 
 
 def _forward_backward(ctx, grad_nll, grad_log_alpha, grad_log_normalizer):
     logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer = ctx.saved_tensors
-    grad = ops.ctc_loss_backward(grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha,
-                                 log_normalizer, ctx.blank, False)
+    grad = ops.ctc_loss_backward(
+        grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer, ctx.blank, False
+    )
     return grad, None, None, None, None, None
 
 
 def _no_double_backward(ctx, grad):
     raise RuntimeError(
         "ctc_ext: double backward (differentiating the CTC gradient itself) is not supported; "
-        "call backward without create_graph=True, or use torch.autograd.grad without it")
+        "call backward without create_graph=True, or use torch.autograd.grad without it"
+    )
 
 
 def _backward_setup_context(ctx, inputs, output):
@@ -83,5 +140,6 @@ def _backward_setup_context(ctx, inputs, output):
 
 
 torch.library.register_autograd("ctc_ext::ctc_loss_forward", _forward_backward, setup_context=_forward_setup_context)
-torch.library.register_autograd("ctc_ext::ctc_loss_backward", _no_double_backward,
-                                setup_context=_backward_setup_context)
+torch.library.register_autograd(
+    "ctc_ext::ctc_loss_backward", _no_double_backward, setup_context=_backward_setup_context
+)

@@ -10,6 +10,7 @@ both with reduction='mean', input lengths ragged (80-100% of T, the longest = T)
 80-100% of S, random labels, blank 0.  For float16 / bfloat16 the built-in (which does not take
 them) runs on ``x.float()``, as users do today; ours runs on the half-precision input itself.
 """
+
 import argparse
 import ctypes
 import gc
@@ -25,8 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # (T, N, C, S, what it stands for).  T frames, N batch, C classes, S (max) target length.
 DEFAULT_SHAPES = [
@@ -47,7 +47,8 @@ MEMORY_METHOD = (
     "(VmHWM, reset through /proc/self/clear_refs) over the resident set before one training step, "
     "with glibc's mmap threshold pinned at 64 KiB during that step so that every freed tensor goes back to the OS; "
     "it counts every allocation of the step (the kernels' own scratch included), after a warm-up "
-    "step.  Where /proc is not available it is reported as null.")
+    "step.  Where /proc is not available it is reported as null."
+)
 
 
 @dataclass
@@ -74,8 +75,9 @@ def parse_shape(text):
     if min(T, N, S) < 1 or C < 2:
         raise argparse.ArgumentTypeError(f"shape {text!r}: need T, N, S >= 1 and C >= 2")
     if S > math.floor(0.8 * T):
-        raise argparse.ArgumentTypeError(f"shape {text!r}: S must be at most 0.8 T so every ragged sample "
-                                         "can be aligned")
+        raise argparse.ArgumentTypeError(
+            f"shape {text!r}: S must be at most 0.8 T so every ragged sample can be aligned"
+        )
     return Shape(T, N, C, S)
 
 
@@ -84,9 +86,11 @@ def parse_list(choices, what):
         items = [item.strip() for item in text.split(",") if item.strip()]
         bad = [item for item in items if item not in choices]
         if not items or bad:
-            raise argparse.ArgumentTypeError(f"{what} must be a comma-separated list of {', '.join(choices)}; "
-                                             f"got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a comma-separated list of {', '.join(choices)}; got {text!r}"
+            )
         return items
+
     return parse
 
 
@@ -108,32 +112,67 @@ def build_parser():
             "Times are medians over --repeat runs after a warm-up, the two pipelines alternating in one "
             "process; forward is timed under torch.no_grad(), fwd+bwd is loss.backward() included.  On "
             "CUDA, float32 shapes with targets shorter than 256 also time the built-in's cuDNN path "
-            "(int32 concatenated targets and lengths on the CPU).", 100) + "\n\n" + textwrap.fill(MEMORY_METHOD, 100),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", type=parse_list(["cpu", "cuda"], "--device"), default=None,
-                        help="comma-separated devices (default: cpu, and cuda when available)")
-    parser.add_argument("--dtype", type=parse_list(list(DTYPES), "--dtype"), default=["float32"],
-                        help="comma-separated dtypes of x: float32 (default), float64, float16, bfloat16")
-    parser.add_argument("--shapes", type=parse_shape, nargs="+", default=None, metavar="T,N,C,S",
-                        help="shapes to run instead of the built-in set, e.g. --shapes 500,32,29,100 300,32,5000,60")
-    parser.add_argument("--repeat", type=positive_int, default=3,
-                        help="timed runs per pipeline and measurement (default 3; medians are reported)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch.set_num_threads for the CPU runs (default: torch's default)")
-    parser.add_argument("--json", metavar="PATH", default=None,
-                        help="write the rows (one per shape, device and dtype) as a JSON list")
-    parser.add_argument("--plot", metavar="PATH", default=None,
-                        help="write a PNG of the speedups against T and against C (needs matplotlib: "
-                             "pip install 'ctc_ext[plot]')")
+            "(int32 concatenated targets and lengths on the CPU).",
+            100,
+        )
+        + "\n\n"
+        + textwrap.fill(MEMORY_METHOD, 100),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--device",
+        type=parse_list(["cpu", "cuda"], "--device"),
+        default=None,
+        help="comma-separated devices (default: cpu, and cuda when available)",
+    )
+    parser.add_argument(
+        "--dtype",
+        type=parse_list(list(DTYPES), "--dtype"),
+        default=["float32"],
+        help="comma-separated dtypes of x: float32 (default), float64, float16, bfloat16",
+    )
+    parser.add_argument(
+        "--shapes",
+        type=parse_shape,
+        nargs="+",
+        default=None,
+        metavar="T,N,C,S",
+        help="shapes to run instead of the built-in set, e.g. --shapes 500,32,29,100 300,32,5000,60",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=3,
+        help="timed runs per pipeline and measurement (default 3; medians are reported)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch.set_num_threads for the CPU runs (default: torch's default)",
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", default=None, help="write the rows (one per shape, device and dtype) as a JSON list"
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="PATH",
+        default=None,
+        help="write a PNG of the speedups against T and against C (needs matplotlib: pip install 'ctc_ext[plot]')",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default 0)")
-    parser.add_argument("--decode", action="store_true",
-                        help="also time the decoders (greedy_decode, beam_search widths 4 and 16, forced_align) "
-                             "on the T,N,C of each CPU float32 shape, in frames/s")
+    parser.add_argument(
+        "--decode",
+        action="store_true",
+        help="also time the decoders (greedy_decode, beam_search widths 4 and 16, forced_align) "
+        "on the T,N,C of each CPU float32 shape, in frames/s",
+    )
     return parser
 
 
 # ------------------------------------------------------------------------------------------
 # Inputs and the two pipelines.
+
 
 def make_inputs(shape, dtype, device, seed):
     generator = torch.Generator().manual_seed(seed)
@@ -158,13 +197,17 @@ def cudnn_inputs(targets, input_lengths, target_lengths):
     int32 concatenated targets and lengths on the CPU, targets shorter than 256)."""
     if int(target_lengths.max()) >= 256:
         return None
-    concatenated = torch.cat([targets[n, :int(target_lengths[n])] for n in range(targets.shape[0])])
-    return (concatenated.to("cpu", torch.int32), input_lengths.to("cpu", torch.int32),
-            target_lengths.to("cpu", torch.int32))
+    concatenated = torch.cat([targets[n, : int(target_lengths[n])] for n in range(targets.shape[0])])
+    return (
+        concatenated.to("cpu", torch.int32),
+        input_lengths.to("cpu", torch.int32),
+        target_lengths.to("cpu", torch.int32),
+    )
 
 
 def ours_loss(x, targets, input_lengths, target_lengths, reduction="mean"):
     import ctc_ext
+
     return ctc_ext.ctc_loss(x, targets, input_lengths, target_lengths, reduction=reduction)
 
 
@@ -204,6 +247,7 @@ def time_alternating(pipelines, device, repeat):
 # ------------------------------------------------------------------------------------------
 # Peak memory.
 
+
 def _libc():
     try:
         return ctypes.CDLL("libc.so.6")
@@ -215,7 +259,7 @@ def _libc():
 # by itself (glibc raises its mmap threshold up to 32 MiB as tensors are freed), so that tensors
 # reuse warm pages; memory measurements with small ones, so that freed tensors return to the OS
 # and the resident set follows what is allocated.
-TIMING_MALLOC_THRESHOLDS = (32 * 2 ** 20, 64 * 2 ** 20)
+TIMING_MALLOC_THRESHOLDS = (32 * 2**20, 64 * 2**20)
 MEMORY_MALLOC_THRESHOLDS = (64 * 1024, 64 * 1024)
 
 
@@ -245,7 +289,7 @@ def peak_memory_mb(step, device):
         before = torch.cuda.memory_allocated()
         step()
         torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
     set_malloc_thresholds(MEMORY_MALLOC_THRESHOLDS)
     try:
         libc = _libc()
@@ -255,7 +299,7 @@ def peak_memory_mb(step, device):
             clear_refs.write("5")  # resets VmHWM to the current RSS
         before = _status_bytes("VmRSS")
         step()
-        return max(0, _status_bytes("VmHWM") - before) / 2 ** 20
+        return max(0, _status_bytes("VmHWM") - before) / 2**20
     except OSError:
         return None
     finally:
@@ -264,6 +308,7 @@ def peak_memory_mb(step, device):
 
 # ------------------------------------------------------------------------------------------
 # One row.
+
 
 def max_abs_diff(a, b):
     a, b = a.double(), b.double()
@@ -276,12 +321,17 @@ def measure(shape, device, dtype_name, repeat, seed):
     dtype = DTYPES[dtype_name]
     x, targets, input_lengths, target_lengths = make_inputs(shape, dtype, device, seed)
     args = (targets, input_lengths, target_lengths)
-    row = {"T": shape.T, "N": shape.N, "C": shape.C, "S": shape.S, "device": device, "dtype": dtype_name,
-           "builtin": "F.ctc_loss(x.log_softmax(2))" + (" on x.float()" if dtype_name in ("float16", "bfloat16")
-                                                         else ""),
-           "note": shape.note}
+    row = {
+        "T": shape.T,
+        "N": shape.N,
+        "C": shape.C,
+        "S": shape.S,
+        "device": device,
+        "dtype": dtype_name,
+        "builtin": "F.ctc_loss(x.log_softmax(2))" + (" on x.float()" if dtype_name in ("float16", "bfloat16") else ""),
+        "note": shape.note,
+    }
     if device == "cpu":
-        import ctc_ext
         row["isa"] = torch.ops.ctc_ext._cpu_kernel_isa()
         row["threads"] = torch.get_num_threads()
 
@@ -291,21 +341,33 @@ def measure(shape, device, dtype_name, repeat, seed):
     builtin_losses = builtin_loss(x_builtin, *args, reduction="none")
     ours_losses = ours_loss(x_ours, *args, reduction="none")
     row["max_loss_diff"] = max_abs_diff(ours_losses.detach(), builtin_losses.detach())
-    row["max_loss_rel_diff"] = float(((ours_losses.detach().double() - builtin_losses.detach().double()).abs()
-                                      / builtin_losses.detach().double().abs().clamp_min(1e-30)).max())
+    row["max_loss_rel_diff"] = float(
+        (
+            (ours_losses.detach().double() - builtin_losses.detach().double()).abs()
+            / builtin_losses.detach().double().abs().clamp_min(1e-30)
+        ).max()
+    )
     train_step(builtin_loss, x_builtin, args)
     train_step(ours_loss, x_ours, args)
     row["max_grad_diff"] = max_abs_diff(ours_losses.new_tensor(0) + x_ours.grad.double(), x_builtin.grad.double())
 
     x_train = x.detach().clone().requires_grad_()
-    forward_times = time_alternating({
-        "builtin": lambda: forward_step(builtin_loss, x, args),
-        "ours": lambda: forward_step(ours_loss, x, args),
-    }, device, repeat)
-    train_times = time_alternating({
-        "builtin": lambda: train_step(builtin_loss, x_train, args),
-        "ours": lambda: train_step(ours_loss, x_train, args),
-    }, device, repeat)
+    forward_times = time_alternating(
+        {
+            "builtin": lambda: forward_step(builtin_loss, x, args),
+            "ours": lambda: forward_step(ours_loss, x, args),
+        },
+        device,
+        repeat,
+    )
+    train_times = time_alternating(
+        {
+            "builtin": lambda: train_step(builtin_loss, x_train, args),
+            "ours": lambda: train_step(ours_loss, x_train, args),
+        },
+        device,
+        repeat,
+    )
     x_train.grad = None
     row["builtin_fwd_ms"] = 1e3 * forward_times["builtin"]
     row["ours_fwd_ms"] = 1e3 * forward_times["ours"]
@@ -323,10 +385,14 @@ def measure(shape, device, dtype_name, repeat, seed):
     if device == "cuda" and dtype == torch.float32:
         cudnn_args = cudnn_inputs(*args)
         if cudnn_args is not None:
-            cudnn_times = time_alternating({
-                "cudnn": lambda: train_step(builtin_loss, x_train, cudnn_args),
-                "ours": lambda: train_step(ours_loss, x_train, args),
-            }, device, repeat)
+            cudnn_times = time_alternating(
+                {
+                    "cudnn": lambda: train_step(builtin_loss, x_train, cudnn_args),
+                    "ours": lambda: train_step(ours_loss, x_train, args),
+                },
+                device,
+                repeat,
+            )
             row["builtin_cudnn_train_ms"] = 1e3 * cudnn_times["cudnn"]
             row["speedup_train_vs_cudnn"] = cudnn_times["cudnn"] / cudnn_times["ours"]
     return row
@@ -343,8 +409,10 @@ COLUMNS = [
     ("x", lambda r: f"{r['speedup_fwd']:.1f}"),
     ("fwd+bwd ms (built-in/ours)", lambda r: f"{r['builtin_train_ms']:.2f}/{r['ours_train_ms']:.2f}"),
     ("x", lambda r: f"{r['speedup_train']:.1f}"),
-    ("peak MiB (built-in/ours)", lambda r: "n/a" if r["builtin_peak_mb"] is None
-     else f"{r['builtin_peak_mb']:.1f}/{r['ours_peak_mb']:.1f}"),
+    (
+        "peak MiB (built-in/ours)",
+        lambda r: "n/a" if r["builtin_peak_mb"] is None else f"{r['builtin_peak_mb']:.1f}/{r['ours_peak_mb']:.1f}",
+    ),
     ("max |dloss|", lambda r: f"{r['max_loss_diff']:.1e}"),
     ("max |dgrad|", lambda r: f"{r['max_grad_diff']:.1e}"),
 ]
@@ -362,10 +430,14 @@ def write_plot(rows, path, plt):
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, key, label in ((axes[0], "T", "T (frames)"), (axes[1], "C", "C (classes)")):
         for series, marker in (("speedup_train", "o"), ("speedup_fwd", "s")):
-            for (device, dtype) in sorted({(r["device"], r["dtype"]) for r in rows}):
+            for device, dtype in sorted({(r["device"], r["dtype"]) for r in rows}):
                 points = sorted((r[key], r[series]) for r in rows if r["device"] == device and r["dtype"] == dtype)
-                axis.scatter([p[0] for p in points], [p[1] for p in points], marker=marker,
-                             label=f"{'fwd+bwd' if series == 'speedup_train' else 'fwd'} {device} {dtype}")
+                axis.scatter(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    marker=marker,
+                    label=f"{'fwd+bwd' if series == 'speedup_train' else 'fwd'} {device} {dtype}",
+                )
         axis.axhline(1.0, color="gray", linewidth=0.8)
         axis.set_xscale("log")
         axis.set_xlabel(label)
@@ -387,6 +459,7 @@ def main(argv=None):
     if options.plot is not None:
         try:
             import matplotlib
+
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
@@ -402,8 +475,11 @@ def main(argv=None):
     import ctc_ext  # noqa: F401  (fails here, not mid-run, if the extension is not built)
 
     jobs = [(shape, device, dtype) for device in devices for dtype in options.dtype for shape in shapes]
-    print(f"ctc-bench: {len(jobs)} measurements, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"repeat {options.repeat}", file=sys.stderr)
+    print(
+        f"ctc-bench: {len(jobs)} measurements, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"repeat {options.repeat}",
+        file=sys.stderr,
+    )
     rows = []
     started = time.perf_counter()
     for index, (shape, device, dtype) in enumerate(jobs, 1):
@@ -415,18 +491,25 @@ def main(argv=None):
             print(f" skipped: {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
             continue
         rows.append(row)
-        print(f" fwd {row['speedup_fwd']:.1f}x, fwd+bwd {row['speedup_train']:.1f}x "
-              f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            f" fwd {row['speedup_fwd']:.1f}x, fwd+bwd {row['speedup_train']:.1f}x "
+            f"({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     if not rows:
         print("ctc-bench: no measurement succeeded", file=sys.stderr)
         return 1
     print(format_table(rows))
     if any(r["dtype"] in ("float16", "bfloat16") for r in rows):
-        print("float16 / bfloat16 rows: the built-in ran on x.float() (it takes no half precision); "
-              "differences are against that float32 result.")
+        print(
+            "float16 / bfloat16 rows: the built-in ran on x.float() (it takes no half precision); "
+            "differences are against that float32 result."
+        )
     if options.decode:
         from . import bench_decode
+
         decode_shapes = sorted({(shape.T, shape.N, shape.C) for shape in shapes})
         print(f"decoders, cpu float32, {torch.get_num_threads()} threads ...", file=sys.stderr, flush=True)
         decode_rows = bench_decode.benchmark_rows(decode_shapes, repeats=options.repeat, seed=options.seed)

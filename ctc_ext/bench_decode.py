@@ -8,6 +8,7 @@ frames/s = N * T / time.  The greedy decoder is also timed against a plain-PyTor
 (argmax + unique_consecutive per sample) run alternately in the same process, since the CPU may
 be shared and absolute times noisy.  `benchmark_rows()` returns the rows as dicts for ctc-bench.
 """
+
 import argparse
 import statistics
 import time
@@ -64,29 +65,64 @@ def benchmark_rows(shapes=SHAPES, beam_widths=BEAM_WIDTHS, repeats: int = 5, see
         logits = torch.randn(T, N, C, generator=generator) * 3
         frames = T * N
         ours, baseline = alternating_median_times(
-            [lambda: ctc_ext.greedy_decode(logits), lambda: torch_greedy_decode(logits)], repeats)
-        rows.append(dict(op="greedy_decode", T=T, N=N, C=C, beam_width=None, seconds=ours,
-                         frames_per_s=frames / ours, baseline_seconds=baseline))
+            [lambda: ctc_ext.greedy_decode(logits), lambda: torch_greedy_decode(logits)], repeats
+        )
+        rows.append(
+            dict(
+                op="greedy_decode",
+                T=T,
+                N=N,
+                C=C,
+                beam_width=None,
+                seconds=ours,
+                frames_per_s=frames / ours,
+                baseline_seconds=baseline,
+            )
+        )
         for beam_width in beam_widths:
             seconds = median_time(lambda: ctc_ext.beam_search(logits, beam_width=beam_width), repeats)
-            rows.append(dict(op="beam_search", T=T, N=N, C=C, beam_width=beam_width, seconds=seconds,
-                             frames_per_s=frames / seconds, baseline_seconds=None))
+            rows.append(
+                dict(
+                    op="beam_search",
+                    T=T,
+                    N=N,
+                    C=C,
+                    beam_width=beam_width,
+                    seconds=seconds,
+                    frames_per_s=frames / seconds,
+                    baseline_seconds=None,
+                )
+            )
         target_length = max(1, T // 5)
         targets = torch.randint(1, C, (N, target_length), generator=generator)
         seconds = median_time(lambda: ctc_ext.forced_align(logits, targets, [T] * N, [target_length] * N), repeats)
-        rows.append(dict(op=f"forced_align (S={target_length})", T=T, N=N, C=C, beam_width=None, seconds=seconds,
-                         frames_per_s=frames / seconds, baseline_seconds=None))
+        rows.append(
+            dict(
+                op=f"forced_align (S={target_length})",
+                T=T,
+                N=N,
+                C=C,
+                beam_width=None,
+                seconds=seconds,
+                frames_per_s=frames / seconds,
+                baseline_seconds=None,
+            )
+        )
     return rows
 
 
 def format_table(rows: List[Dict]) -> str:
-    lines = ["| op | T | N | C | beam | time | frames/s | plain PyTorch time / ours |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| op | T | N | C | beam | time | frames/s | plain PyTorch time / ours |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         beam = "" if row["beam_width"] is None else str(row["beam_width"])
         ratio = "" if row["baseline_seconds"] is None else f"{row['baseline_seconds'] / row['seconds']:.1f}x"
-        lines.append(f"| {row['op']} | {row['T']} | {row['N']} | {row['C']} | {beam} | "
-                     f"{row['seconds'] * 1e3:.2f} ms | {row['frames_per_s']:,.0f} | {ratio} |")
+        lines.append(
+            f"| {row['op']} | {row['T']} | {row['N']} | {row['C']} | {beam} | "
+            f"{row['seconds'] * 1e3:.2f} ms | {row['frames_per_s']:,.0f} | {ratio} |"
+        )
     return "\n".join(lines)
 
 

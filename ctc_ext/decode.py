@@ -1,14 +1,15 @@
 """Decoding and forced alignment: greedy (best path), CTC prefix beam search, Viterbi alignment.
 
-The kernels are C++ on the CPU (csrc/decode/) and, for greedy decoding and forced alignment,
+The kernels are C++ on the CPU (csrc/cpu/) and, for greedy decoding and forced alignment,
 CUDA (csrc/cuda/decode_kernels.cuh); these functions normalise the arguments the way
 :func:`ctc_ext.ctc_loss` does (layouts, lengths as tensors or sequences) and turn the padded
 outputs of the operators into per-sample Python lists.  CUDA tensors are decoded on the GPU when
 the build has the op's CUDA kernel (results stay on the GPU); otherwise (beam search, or a
 CPU-only build) they are moved to the CPU and results come back on the CPU.
 """
+
 import math
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -30,36 +31,6 @@ class TokenSpan(NamedTuple):
     label: int
     start: int
     end: int
-
-
-# ----------------------------------------------------------------------------------------------
-# Fake (meta) kernels: every decode op has outputs of static shape, so torch.compile and
-# torch.export can trace through them.
-@torch.library.register_fake("ctc_ext::greedy_decode")
-def _greedy_decode_fake(logits, input_lengths, blank):
-    torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
-    T, N, _ = logits.shape
-    return logits.new_empty((N, T), dtype=torch.int64), logits.new_empty((N,), dtype=torch.int64)
-
-
-@torch.library.register_fake("ctc_ext::beam_search")
-def _beam_search_fake(logits, input_lengths, blank, beam_width, top_k):
-    torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
-    torch._check(beam_width >= 1, lambda: f"beam_width must be at least 1, got {beam_width}")
-    torch._check(top_k >= 1, lambda: f"top_k must be at least 1, got {top_k}")
-    T, N, _ = logits.shape
-    return (logits.new_empty((N, top_k, T), dtype=torch.int64), logits.new_empty((N, top_k), dtype=torch.int64),
-            logits.new_empty((N, top_k), dtype=accumulate_dtype(logits.dtype)),
-            logits.new_empty((N,), dtype=torch.int64))
-
-
-@torch.library.register_fake("ctc_ext::forced_align")
-def _forced_align_fake(logits, targets, input_lengths, target_lengths, blank):
-    torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
-    T, N, _ = logits.shape
-    acc = accumulate_dtype(logits.dtype)
-    return (logits.new_empty((N, T), dtype=torch.int64), logits.new_empty((N, T), dtype=acc),
-            logits.new_empty((N,), dtype=acc))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,8 +76,9 @@ def _input_lengths_or_full(input_lengths: Optional[Lengths], logits: Tensor) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-def greedy_decode(log_probs: Tensor, input_lengths: Optional[Lengths] = None, blank: int = 0, *,
-                  batch_first: bool = False) -> List[Tensor]:
+def greedy_decode(
+    log_probs: Tensor, input_lengths: Optional[Lengths] = None, blank: int = 0, *, batch_first: bool = False
+) -> List[Tensor]:
     r"""Best-path decoding: the most likely class of every frame, repeats merged, blanks removed.
 
     Args:
@@ -136,10 +108,17 @@ def greedy_decode(log_probs: Tensor, input_lengths: Optional[Lengths] = None, bl
     return [labels[n, :length] for n, length in enumerate(label_lengths.tolist())]
 
 
-def beam_search(log_probs: Tensor, input_lengths: Optional[Lengths] = None, beam_width: int = 16,
-                blank: int = 0, top_k: int = 1, *, batch_first: bool = False,
-                scorer: Optional[PrefixScorer] = None,
-                scorer_weight: float = 1.0) -> List[List[Tuple[Tensor, float]]]:
+def beam_search(
+    log_probs: Tensor,
+    input_lengths: Optional[Lengths] = None,
+    beam_width: int = 16,
+    blank: int = 0,
+    top_k: int = 1,
+    *,
+    batch_first: bool = False,
+    scorer: Optional[PrefixScorer] = None,
+    scorer_weight: float = 1.0,
+) -> List[List[Tuple[Tensor, float]]]:
     r"""CTC prefix beam search.
 
     Keeps, for every prefix (collapsed label sequence) in the beam, the probability that the
@@ -197,18 +176,24 @@ def beam_search(log_probs: Tensor, input_lengths: Optional[Lengths] = None, beam
         # The op checks lengths and the shapes; its result is discarded.  Cheap next to the search.
         ops.greedy_decode(logits, lengths, blank)
         frame_log_probs = logits.to(accumulate_dtype(logits.dtype)).log_softmax(2)
-        return [_scored_beam_search(frame_log_probs[:length, n].tolist(), blank, beam_width, top_k, scorer,
-                                    float(scorer_weight))
-                for n, length in enumerate(lengths.tolist())]
+        return [
+            _scored_beam_search(
+                frame_log_probs[:length, n].tolist(), blank, beam_width, top_k, scorer, float(scorer_weight)
+            )
+            for n, length in enumerate(lengths.tolist())
+        ]
     # A search never holds more than beam_width hypotheses, nor more than there are label
     # sequences of at most T labels: no need for wider padded outputs.
     slots = _count_label_sequences(logits.shape[0], logits.shape[2] - 1, limit=min(top_k, beam_width))
     labels, label_lengths, hypothesis_log_probs, num_hypotheses = ops.beam_search(
-        logits, lengths, blank, beam_width, slots)
+        logits, lengths, blank, beam_width, slots
+    )
     label_lengths = label_lengths.tolist()
     hypothesis_log_probs = hypothesis_log_probs.tolist()
-    return [[(labels[n, k, :label_lengths[n][k]], hypothesis_log_probs[n][k]) for k in range(count)]
-            for n, count in enumerate(num_hypotheses.tolist())]
+    return [
+        [(labels[n, k, : label_lengths[n][k]], hypothesis_log_probs[n][k]) for k in range(count)]
+        for n, count in enumerate(num_hypotheses.tolist())
+    ]
 
 
 def _count_label_sequences(max_length: int, num_labels: int, limit: int) -> int:
@@ -231,9 +216,10 @@ def _log_add(a: float, b: float) -> float:
     return high + math.log1p(math.exp(low - high))
 
 
-def _scored_beam_search(frames: List[List[float]], blank: int, beam_width: int, top_k: int,
-                        scorer: PrefixScorer, scorer_weight: float) -> List[Tuple[Tensor, float]]:
-    """The prefix beam search of csrc/decode/beam_search_cpu.cpp for one sample, with a scorer.
+def _scored_beam_search(
+    frames: List[List[float]], blank: int, beam_width: int, top_k: int, scorer: PrefixScorer, scorer_weight: float
+) -> List[Tuple[Tensor, float]]:
+    """The prefix beam search of csrc/cpu/beam_search_cpu.cpp for one sample, with a scorer.
 
     ``frames``: (T_n, C) log-probabilities as nested lists.  Prefixes are tuples of labels.
     """
@@ -252,7 +238,7 @@ def _scored_beam_search(frames: List[List[float]], blank: int, beam_width: int, 
         if beam_width + 2 >= num_classes:
             candidate_classes = range(num_classes)
         else:
-            candidate_classes = sorted(range(num_classes), key=lambda c: -frame[c])[:beam_width + 2]
+            candidate_classes = sorted(range(num_classes), key=lambda c: -frame[c])[: beam_width + 2]
         following = {}
         labels_into_beam = {}  # prefix -> last labels of its children in the beam
         for prefix in beam:
@@ -280,14 +266,23 @@ def _scored_beam_search(frames: List[List[float]], blank: int, beam_width: int, 
                 ranked.append((score, prefix))
         ranked.sort(key=lambda item: -item[0])
         beam = {prefix: following[prefix] for _, prefix in ranked[:beam_width]}
-    results = sorted(((_log_add(*scores) + scorer_total[prefix], prefix) for prefix, scores in beam.items()),
-                     key=lambda item: -item[0])
+    results = sorted(
+        ((_log_add(*scores) + scorer_total[prefix], prefix) for prefix, scores in beam.items()),
+        key=lambda item: -item[0],
+    )
     return [(torch.tensor(prefix, dtype=torch.int64), score) for score, prefix in results[:top_k]]
 
 
 # ----------------------------------------------------------------------------------------------
-def forced_align(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths,
-                 blank: int = 0, *, batch_first: bool = False) -> Tuple[Tensor, Tensor]:
+def forced_align(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Lengths,
+    target_lengths: Lengths,
+    blank: int = 0,
+    *,
+    batch_first: bool = False,
+) -> Tuple[Tensor, Tensor]:
     r"""The most likely frame-level path of each known target (Viterbi alignment), batched.
 
     The Viterbi form of the CTC forward recursion: max instead of logsumexp over the extended
@@ -347,13 +342,14 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, tar
     # a sample with invalid labels gets a NaN score); lengths stay on the CPU, checked there.
     if not logits.is_cuda:
         targets = targets.cpu()
-    alignment, frame_log_probs, path_log_prob = ops.forced_align(logits, targets, input_lengths,
-                                                                 target_lengths, blank)
+    alignment, frame_log_probs, path_log_prob = ops.forced_align(logits, targets, input_lengths, target_lengths, blank)
     path_log_prob = path_log_prob.cpu()
     invalid = torch.nonzero(path_log_prob.isnan()).flatten().tolist()
     if invalid:
-        raise ValueError(f"forced_align: targets of sample {invalid[0]} hold a label outside [0, C) = [0, {C}) "
-                         f"or the blank ({blank})")
+        raise ValueError(
+            f"forced_align: targets of sample {invalid[0]} hold a label outside [0, C) = [0, {C}) "
+            f"or the blank ({blank})"
+        )
     impossible = torch.nonzero(path_log_prob == -math.inf).flatten().tolist()
     if impossible:
         n = impossible[0]
@@ -361,7 +357,8 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, tar
             f"forced_align: sample {n} (target length {int(target_lengths[n])}, input length "
             f"{int(input_lengths[n])}) has no alignment of non-zero probability; a target needs at least "
             f"its length plus its number of adjacent repeated labels frames"
-            + (f" (samples {impossible} are all impossible)" if len(impossible) > 1 else ""))
+            + (f" (samples {impossible} are all impossible)" if len(impossible) > 1 else "")
+        )
     return alignment, frame_log_probs
 
 
@@ -401,5 +398,7 @@ def _spans_of_row(row: Tensor, blank: int) -> List[TokenSpan]:
     ends = counts.cumsum(0)
     starts = ends - counts
     emitted = (values != blank) & (values != -1)
-    return [TokenSpan(label, start, end) for label, start, end in
-            zip(values[emitted].tolist(), starts[emitted].tolist(), ends[emitted].tolist())]
+    return [
+        TokenSpan(label, start, end)
+        for label, start, end in zip(values[emitted].tolist(), starts[emitted].tolist(), ends[emitted].tolist())
+    ]

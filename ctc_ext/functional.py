@@ -3,6 +3,7 @@
 Everything about argument layouts lives here (unbatched input, batch_first, target formats,
 lengths given as sequences or tensors, reductions); the operators below it see one layout.
 """
+
 from typing import Sequence, Union
 
 import torch
@@ -13,8 +14,9 @@ from ._ops import ops
 Lengths = Union[Tensor, Sequence[int], int]
 
 _REDUCTIONS = ("none", "mean", "sum")  # in the order of torch's reduction codes 0, 1, 2
-_INTEGER_DTYPES = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,
-                             torch.uint32, torch.uint64})
+_INTEGER_DTYPES = frozenset(
+    {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32, torch.uint64}
+)
 
 
 def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torch.device) -> Tensor:
@@ -111,8 +113,9 @@ def ctc_loss(
     unbatched = log_probs.dim() == 2
     if unbatched:
         if targets.dim() != 1:
-            raise ValueError(f"for unbatched (T, C) log_probs, targets must be 1-D (S,), got shape "
-                             f"{tuple(targets.shape)}")
+            raise ValueError(
+                f"for unbatched (T, C) log_probs, targets must be 1-D (S,), got shape {tuple(targets.shape)}"
+            )
         logits = log_probs.unsqueeze(1)
         targets = targets.unsqueeze(0)
     elif log_probs.dim() == 3:
@@ -130,8 +133,10 @@ def ctc_loss(
     # Targets and lengths that come from the host stay there: the CUDA op then checks their
     # values on the host (a clear error) before copying them; on the device it checks them
     # without a synchronisation and marks an invalid sample's loss NaN.
-    on_host = logits.is_cuda and all(not isinstance(value, Tensor) or value.device.type == "cpu"
-                                     for value in (targets, input_lengths, target_lengths))
+    on_host = logits.is_cuda and all(
+        not isinstance(value, Tensor) or value.device.type == "cpu"
+        for value in (targets, input_lengths, target_lengths)
+    )
     values_device = torch.device("cpu") if on_host else logits.device
     input_lengths = _as_length_tensor(input_lengths, "input_lengths", N, values_device)
     target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, values_device)
@@ -139,7 +144,8 @@ def ctc_loss(
         targets = targets.to(values_device)
 
     # Forward, zero_infinity, reduction and (with a gradient) the autograd node: one C++ call
-    # (csrc/ctc_loss_op.cpp).
-    losses = ops.ctc_loss(logits, targets, input_lengths, target_lengths, blank, _REDUCTIONS.index(reduction),
-                          zero_infinity)
+    # (csrc/autograd/ctc_loss_autograd.cpp).
+    losses = ops.ctc_loss(
+        logits, targets, input_lengths, target_lengths, blank, _REDUCTIONS.index(reduction), zero_infinity
+    )
     return losses.squeeze(0) if unbatched and reduction == "none" else losses

@@ -1,4 +1,5 @@
 """CTCLoss: the nn.Module form of ctc_ext.ctc_loss, a drop-in for torch.nn.CTCLoss."""
+
 from torch import Tensor, nn
 
 from .functional import Lengths, ctc_loss
@@ -21,8 +22,7 @@ class CTCLoss(nn.Module):
         >>> loss.backward()
     """
 
-    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False,
-                 batch_first: bool = False):
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False, batch_first: bool = False):
         super().__init__()
         self.blank = blank
         self.reduction = reduction
@@ -30,9 +30,19 @@ class CTCLoss(nn.Module):
         self.batch_first = batch_first
 
     def forward(self, log_probs: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths) -> Tensor:
-        return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction,
-                        self.zero_infinity, batch_first=self.batch_first)
+        return ctc_loss(
+            log_probs,
+            targets,
+            input_lengths,
+            target_lengths,
+            self.blank,
+            self.reduction,
+            self.zero_infinity,
+            batch_first=self.batch_first,
+        )
 
     def extra_repr(self) -> str:
-        return (f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}, "
-                f"batch_first={self.batch_first}")
+        return (
+            f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}, "
+            f"batch_first={self.batch_first}"
+        )

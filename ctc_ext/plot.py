@@ -1,4 +1,5 @@
 """plot_alignment: a picture of the CTC lattice of one sample (needs matplotlib: ctc_ext[plot])."""
+
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -116,8 +117,9 @@ def plot_alignment(
 
     log_probs = torch.log_softmax(log_probs[:num_frames], dim=-1)
     occupancy = occupancy_reference(log_probs, target, blank)  # (T, 2L+1)
-    alignment, _ = ctc_ext.forced_align(log_probs[:, None, :], target[None, :], torch.tensor([num_frames]),
-                                        torch.tensor([target.numel()]), blank)
+    alignment, _ = ctc_ext.forced_align(
+        log_probs[:, None, :], target[None, :], torch.tensor([num_frames]), torch.tensor([target.numel()]), blank
+    )
     path_states = alignment_states(alignment[0, :num_frames].cpu(), target, blank)
     best_classes = log_probs.argmax(dim=-1).tolist()
     extended = extended_target(target, blank).tolist()
@@ -127,20 +129,39 @@ def plot_alignment(
     heights = ([1.2] if image is not None else []) + [max(1.6, 0.2 * num_states), 0.35]
     figure = Figure(figsize=(width, sum(heights) + 0.9), layout="constrained")
     axes = figure.subplots(len(heights), 1, sharex=True, gridspec_kw={"height_ratios": heights})
-    image_axes, lattice_axes, argmax_axes = (axes if image is not None else (None, *axes))
+    image_axes, lattice_axes, argmax_axes = axes if image is not None else (None, *axes)
     frame_extent = (-0.5, num_frames - 0.5)
 
     if image_axes is not None:
         image = torch.as_tensor(image).detach().cpu().float()
-        image_axes.imshow(image.numpy(), cmap="gray_r", aspect="auto", interpolation="nearest",
-                          extent=(*frame_extent, image.shape[0] - 0.5, -0.5))
+        image_axes.imshow(
+            image.numpy(),
+            cmap="gray_r",
+            aspect="auto",
+            interpolation="nearest",
+            extent=(*frame_extent, image.shape[0] - 0.5, -0.5),
+        )
         image_axes.set_yticks([])
         image_axes.set_ylabel("input")
 
-    heat_map = lattice_axes.imshow(occupancy.T.numpy(), cmap="magma", vmin=0.0, vmax=1.0, aspect="auto",
-                                   interpolation="nearest", extent=(*frame_extent, num_states - 0.5, -0.5))
-    lattice_axes.plot(range(num_frames), path_states.tolist(), color="cyan", linewidth=1.4, marker=".",
-                      markersize=4, label="forced alignment")
+    heat_map = lattice_axes.imshow(
+        occupancy.T.numpy(),
+        cmap="magma",
+        vmin=0.0,
+        vmax=1.0,
+        aspect="auto",
+        interpolation="nearest",
+        extent=(*frame_extent, num_states - 0.5, -0.5),
+    )
+    lattice_axes.plot(
+        range(num_frames),
+        path_states.tolist(),
+        color="cyan",
+        linewidth=1.4,
+        marker=".",
+        markersize=4,
+        label="forced alignment",
+    )
     lattice_axes.set_yticks(range(num_states))
     lattice_axes.set_yticklabels([labels[k] for k in extended], fontsize=8)
     lattice_axes.set_ylabel("extended target")
@@ -150,8 +171,15 @@ def plot_alignment(
 
     font_size = 8 if num_frames <= 80 else 6
     for t, k in enumerate(best_classes):
-        argmax_axes.text(t, 0.0, labels[k], ha="center", va="center", fontsize=font_size,
-                         color="lightgray" if k == blank else "black")
+        argmax_axes.text(
+            t,
+            0.0,
+            labels[k],
+            ha="center",
+            va="center",
+            fontsize=font_size,
+            color="lightgray" if k == blank else "black",
+        )
     argmax_axes.set_ylim(-0.5, 0.5)
     argmax_axes.set_yticks([])
     argmax_axes.set_ylabel("argmax", rotation=0, ha="right", va="center")

@@ -9,6 +9,7 @@ Notation (see the project notes): the extended target ``l'`` puts a blank before
 after the labels, so it has ``2L + 1`` states; ``log_alpha[t, s]`` and ``log_beta[t, s]`` both
 include the emission of state ``s`` at frame ``t``.
 """
+
 from typing import Tuple
 
 import torch

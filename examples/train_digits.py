@@ -15,6 +15,7 @@ outputs back into digit strings, scored by label error rate (edit distance / tar
 Writes ``training_curves.png`` and ``alignment.png`` (one held-out line: occupancy lattice,
 forced alignment and per-frame argmax) into ``--out-dir``.
 """
+
 import argparse
 import os
 import socket
@@ -40,6 +41,7 @@ CLASS_NAMES = ["ε"] + [str(digit) for digit in range(10)]
 
 # ----------------------------------------------------------------------------------------- data
 
+
 def load_digit_images():
     """(images (1797, 8, 8) float32 in [0, 1], digits (1797,) int64) from scikit-learn."""
     from sklearn.datasets import load_digits
@@ -63,6 +65,7 @@ def line_width(max_digits: int, max_gap: int) -> int:
 @dataclass
 class Lines:
     """A batch of composed digit lines."""
+
     images: Tensor  # (N, 8, W) float32, zero (background) right of each line's width
     widths: Tensor  # (N,) int64, columns used by each line (last digit + trailing gap)
     targets: Tensor  # (N, max_digits) int64 classes (digit + 1), padded with BLANK
@@ -74,12 +77,26 @@ class Lines:
         return self.images.shape[0]
 
     def select(self, rows) -> "Lines":
-        return Lines(self.images[rows], self.widths[rows], self.targets[rows], self.target_lengths[rows],
-                     self.image_indices[rows], self.digit_starts[rows])
+        return Lines(
+            self.images[rows],
+            self.widths[rows],
+            self.targets[rows],
+            self.target_lengths[rows],
+            self.image_indices[rows],
+            self.digit_starts[rows],
+        )
 
 
-def compose_lines(images: np.ndarray, digits: np.ndarray, pool: np.ndarray, num_lines: int,
-                  rng: np.random.Generator, min_digits: int = 3, max_digits: int = 10, max_gap: int = 3) -> Lines:
+def compose_lines(
+    images: np.ndarray,
+    digits: np.ndarray,
+    pool: np.ndarray,
+    num_lines: int,
+    rng: np.random.Generator,
+    min_digits: int = 3,
+    max_digits: int = 10,
+    max_gap: int = 3,
+) -> Lines:
     """Compose ``num_lines`` lines of ``min_digits..max_digits`` digits drawn from ``pool``.
 
     Args:
@@ -104,16 +121,23 @@ def compose_lines(images: np.ndarray, digits: np.ndarray, pool: np.ndarray, num_
     line_of_slot, slot = np.nonzero(slot_used)  # one entry per placed digit
     columns = starts[line_of_slot, slot][:, None] + np.arange(DIGIT_SIZE)[None, :]  # (D, 8)
     # lines[line, row, column] for every placed digit at once: index arrays broadcast to (D, 8, 8).
-    lines[line_of_slot[:, None, None], np.arange(DIGIT_SIZE)[None, :, None], columns[:, None, :]] = \
-        images[image_indices[line_of_slot, slot]]
+    lines[line_of_slot[:, None, None], np.arange(DIGIT_SIZE)[None, :, None], columns[:, None, :]] = images[
+        image_indices[line_of_slot, slot]
+    ]
 
     targets = np.where(slot_used, digits[np.maximum(image_indices, 0)] + 1, BLANK)
-    return Lines(torch.from_numpy(lines), torch.from_numpy(widths.astype(np.int64)),
-                 torch.from_numpy(targets.astype(np.int64)), torch.from_numpy(digit_counts.astype(np.int64)),
-                 torch.from_numpy(image_indices.astype(np.int64)), torch.from_numpy(starts.astype(np.int64)))
+    return Lines(
+        torch.from_numpy(lines),
+        torch.from_numpy(widths.astype(np.int64)),
+        torch.from_numpy(targets.astype(np.int64)),
+        torch.from_numpy(digit_counts.astype(np.int64)),
+        torch.from_numpy(image_indices.astype(np.int64)),
+        torch.from_numpy(starts.astype(np.int64)),
+    )
 
 
 # ---------------------------------------------------------------------------------------- model
+
 
 class LineReader(nn.Module):
     """Two convolutions with pooling, and a BiLSTM reading the image columns as frames.
@@ -127,9 +151,11 @@ class LineReader(nn.Module):
     def __init__(self, channels: int = 32, hidden_size: int = 64):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, channels // 2, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, channels // 2, kernel_size=3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2, ceil_mode=True),  # (8, W) -> (4, ceil(W / 2))
-            nn.Conv2d(channels // 2, channels, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels // 2, channels, kernel_size=3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d((2, 1)),  # height 4 -> 2, frames unchanged
         )
         # Normalised frames get the LSTM past CTC's all-blank plateau in a third of the steps.
@@ -159,9 +185,10 @@ def ctc_ext_loss() -> LossFunction:
 
 def builtin_loss() -> LossFunction:
     """torch's built-in loss needs log-probabilities (its gradient is only right after log_softmax)."""
+
     def loss(logits, targets, input_lengths, target_lengths):
-        return F.ctc_loss(logits.log_softmax(2), targets, input_lengths, target_lengths, blank=BLANK,
-                          reduction="mean")
+        return F.ctc_loss(logits.log_softmax(2), targets, input_lengths, target_lengths, blank=BLANK, reduction="mean")
+
     return loss
 
 
@@ -172,11 +199,16 @@ def training_loss(model: nn.Module, lines: Lines, loss_function: LossFunction, d
     DDP averages the gradients over processes, so the result equals one step on the whole batch.
     """
     logits = model(lines.images.to(device))
-    return loss_function(logits, lines.targets.to(device), LineReader.frame_lengths(lines.widths).to(device),
-                         lines.target_lengths.to(device))
+    return loss_function(
+        logits,
+        lines.targets.to(device),
+        LineReader.frame_lengths(lines.widths).to(device),
+        lines.target_lengths.to(device),
+    )
 
 
 # ------------------------------------------------------------------------------------- decoding
+
 
 def edit_distance(hypothesis: Sequence[int], reference: Sequence[int]) -> int:
     """Levenshtein distance: fewest insertions, deletions and substitutions between the two."""
@@ -184,16 +216,19 @@ def edit_distance(hypothesis: Sequence[int], reference: Sequence[int]) -> int:
     for i, hypothesis_label in enumerate(hypothesis, start=1):
         row = [i] + [0] * len(reference)
         for j, reference_label in enumerate(reference, start=1):
-            row[j] = min(previous_row[j] + 1, row[j - 1] + 1,
-                         previous_row[j - 1] + (hypothesis_label != reference_label))
+            row[j] = min(
+                previous_row[j] + 1, row[j - 1] + 1, previous_row[j - 1] + (hypothesis_label != reference_label)
+            )
         previous_row = row
     return previous_row[-1]
 
 
 def label_error_rate(hypotheses: Sequence[Sequence[int]], lines: Lines) -> float:
     """Total edit distance over total reference length."""
-    errors = sum(edit_distance(list(hypothesis), lines.targets[n, :lines.target_lengths[n]].tolist())
-                 for n, hypothesis in enumerate(hypotheses))
+    errors = sum(
+        edit_distance(list(hypothesis), lines.targets[n, : lines.target_lengths[n]].tolist())
+        for n, hypothesis in enumerate(hypotheses)
+    )
     return errors / max(int(lines.target_lengths.sum()), 1)
 
 
@@ -217,6 +252,7 @@ def evaluate(model: nn.Module, lines: Lines, device: torch.device, beam_width: i
 
 
 # ------------------------------------------------------------------------------------- training
+
 
 @dataclass
 class History:
@@ -246,11 +282,13 @@ def train(args, loss_function: LossFunction, name: str, device: torch.device, ra
     stepped_model = model  # what the training steps call: the DDP wrapper when distributed
     if world_size > 1:
         stepped_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = torch.optim.Adam(stepped_model.parameters(), lr=args.lr)
     steps_per_epoch = args.lines_per_epoch // args.batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
-                                                    steps_per_epoch=steps_per_epoch, pct_start=0.1)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.1
+    )
     shard_size = args.batch_size // world_size
     shard = slice(rank * shard_size, (rank + 1) * shard_size)
 
@@ -260,8 +298,13 @@ def train(args, loss_function: LossFunction, name: str, device: torch.device, ra
     for epoch in range(1, args.epochs + 1):
         epoch_lines = compose_lines(images, digits, train_pool, steps_per_epoch * args.batch_size, line_rng)
         loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of batch losses, batches)
-        progress = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch}/{args.epochs}", leave=False,
-                        disable=rank != 0 or args.no_progress, dynamic_ncols=True)
+        progress = tqdm(
+            range(steps_per_epoch),
+            desc=f"{name} epoch {epoch}/{args.epochs}",
+            leave=False,
+            disable=rank != 0 or args.no_progress,
+            dynamic_ncols=True,
+        )
         for step in progress:
             batch = epoch_lines.select(slice(step * args.batch_size, (step + 1) * args.batch_size)).select(shard)
             loss = training_loss(stepped_model, batch, loss_function, device)
@@ -283,13 +326,16 @@ def train(args, loss_function: LossFunction, name: str, device: torch.device, ra
             history.label_error_rate.append(error_rate)
             history.seconds.append(time.perf_counter() - started)
             history.training_seconds.append(history.seconds[-1] - evaluation_seconds)
-            tqdm.write(f"{name:>8} epoch {epoch:2d}  loss {history.loss[-1]:.4f}  held-out LER (greedy) "
-                       f"{100 * error_rate:5.2f}%  {history.seconds[-1]:6.1f} s")
+            tqdm.write(
+                f"{name:>8} epoch {epoch:2d}  loss {history.loss[-1]:.4f}  held-out LER (greedy) "
+                f"{100 * error_rate:5.2f}%  {history.seconds[-1]:6.1f} s"
+            )
     return history, model, held_out
 
 
-def report_final(args, model: nn.Module, held_out: Lines, device: torch.device, name: str,
-                 alignment_path: Optional[Path]) -> None:
+def report_final(
+    args, model: nn.Module, held_out: Lines, device: torch.device, name: str, alignment_path: Optional[Path]
+) -> None:
     """Greedy and beam-search error rates on the held-out lines, a few readings, and the
     alignment picture of one line when ``alignment_path`` is given."""
     greedy_error_rate, greedy_hypotheses = evaluate(model, held_out, device)
@@ -297,11 +343,10 @@ def report_final(args, model: nn.Module, held_out: Lines, device: torch.device, 
     if args.beam_lines > 0:
         beam_lines = held_out.select(slice(0, args.beam_lines))
         beam_error_rate, _ = evaluate(model, beam_lines, device, beam_width=args.beam_width)
-        summary += (f", {100 * beam_error_rate:.2f}% beam search width {args.beam_width} "
-                    f"(first {len(beam_lines)} lines)")
+        summary += f", {100 * beam_error_rate:.2f}% beam search width {args.beam_width} (first {len(beam_lines)} lines)"
     print(summary)
     for n in range(min(3, len(held_out))):
-        truth = "".join(CLASS_NAMES[c] for c in held_out.targets[n, :held_out.target_lengths[n]].tolist())
+        truth = "".join(CLASS_NAMES[c] for c in held_out.targets[n, : held_out.target_lengths[n]].tolist())
         read = "".join(CLASS_NAMES[c] for c in greedy_hypotheses[n])
         print(f"  line {n}: truth {truth:<10}  read {read}")
     if alignment_path is None:
@@ -312,9 +357,15 @@ def report_final(args, model: nn.Module, held_out: Lines, device: torch.device, 
     frames = int(LineReader.frame_lengths(sample.widths)[0])
     try:
         path = ctc_ext.plot_alignment(
-            logits.log_softmax(-1), sample.targets[0, :sample.target_lengths[0]], input_length=frames, blank=BLANK,
-            path=alignment_path, labels=CLASS_NAMES, image=sample.images[0, :, :2 * frames],
-            title=f"held-out line {args.plot_line} after training ({name})")
+            logits.log_softmax(-1),
+            sample.targets[0, : sample.target_lengths[0]],
+            input_length=frames,
+            blank=BLANK,
+            path=alignment_path,
+            labels=CLASS_NAMES,
+            image=sample.images[0, :, : 2 * frames],
+            title=f"held-out line {args.plot_line} after training ({name})",
+        )
         print(f"wrote {path}")
     except ImportError as error:
         print(f"no alignment picture: {error}")
@@ -335,8 +386,9 @@ def plot_curves(histories: Dict[str, History], path: Path) -> Optional[Path]:
         loss_axes.plot(epochs, history.loss, marker="o", label=label)
         error_axes.plot(epochs, [100 * rate for rate in history.label_error_rate], marker="o", label=label)
     loss_axes.set(xlabel="epoch", ylabel="training loss (per digit)", yscale="log", title="CTC loss")
-    error_axes.set(xlabel="epoch", ylabel="label error rate (%)", yscale="log",
-                   title="held-out label error rate (greedy)")
+    error_axes.set(
+        xlabel="epoch", ylabel="label error rate (%)", yscale="log", title="held-out label error rate (greedy)"
+    )
     error_axes.axhline(5.0, color="grey", linestyle=":", linewidth=1)
     for axes in (loss_axes, error_axes):
         axes.grid(alpha=0.3)
@@ -347,6 +399,7 @@ def plot_curves(histories: Dict[str, History], path: Path) -> Optional[Path]:
 
 
 # ---------------------------------------------------------------------------------- distributed
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now, on the loopback interface."""
@@ -375,11 +428,18 @@ def _ddp_worker(rank: int, world_size: int, port: int, args) -> None:
     try:
         history, model, held_out = train(args, ctc_ext_loss(), f"ddp x{world_size}", device, rank, world_size)
         if rank == 0:
-            report_final(args, model, held_out, device, f"ctc_ext, DDP x{world_size}",
-                         None if args.no_plots else Path(args.out_dir) / "alignment_ddp.png")
+            report_final(
+                args,
+                model,
+                held_out,
+                device,
+                f"ctc_ext, DDP x{world_size}",
+                None if args.no_plots else Path(args.out_dir) / "alignment_ddp.png",
+            )
             if not args.no_plots:
-                path = plot_curves({f"ctc_ext, DDP x{world_size}": history},
-                                   Path(args.out_dir) / "training_curves_ddp.png")
+                path = plot_curves(
+                    {f"ctc_ext, DDP x{world_size}": history}, Path(args.out_dir) / "training_curves_ddp.png"
+                )
                 if path:
                     print(f"wrote {path}")
     finally:
@@ -387,6 +447,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, args) -> None:
 
 
 # ------------------------------------------------------------------------------------------ main
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -402,13 +463,25 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     # One thread: this model's operations are too small to gain from a second one, and on a
     # 2-core machine shared with other work a second OpenMP thread slowed training 10-25 times.
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (with --ddp: divided over the processes, at least 1 each)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (with --ddp: divided over the processes, at least 1 each)",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compare-builtin", action="store_true",
-                        help="train again from the same seed with torch.nn.functional.ctc_loss and compare")
-    parser.add_argument("--ddp", type=int, default=0, metavar="PROCESSES",
-                        help="train with DistributedDataParallel over this many local processes")
+    parser.add_argument(
+        "--compare-builtin",
+        action="store_true",
+        help="train again from the same seed with torch.nn.functional.ctc_loss and compare",
+    )
+    parser.add_argument(
+        "--ddp",
+        type=int,
+        default=0,
+        metavar="PROCESSES",
+        help="train with DistributedDataParallel over this many local processes",
+    )
     parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "out"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (per-epoch lines only)")
     parser.add_argument("--no-plots", action="store_true")
@@ -436,16 +509,19 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     history, model, held_out = train(args, ctc_ext_loss(), "ctc_ext", device)
-    report_final(args, model, held_out, device, "ctc_ext",
-                 None if args.no_plots else Path(args.out_dir) / "alignment.png")
+    report_final(
+        args, model, held_out, device, "ctc_ext", None if args.no_plots else Path(args.out_dir) / "alignment.png"
+    )
     histories = {"ctc_ext": history}
     if args.compare_builtin:
         histories["built-in"], builtin_model, _ = train(args, builtin_loss(), "built-in", device)
         report_final(args, builtin_model, held_out, device, "built-in", None)
         for name, history in histories.items():
-            print(f"{name:>8}: {history.training_seconds[-1]:.1f} s of training steps "
-                  f"({history.seconds[-1]:.1f} s with evaluation), final held-out LER "
-                  f"{100 * history.label_error_rate[-1]:.2f}%")
+            print(
+                f"{name:>8}: {history.training_seconds[-1]:.1f} s of training steps "
+                f"({history.seconds[-1]:.1f} s with evaluation), final held-out LER "
+                f"{100 * history.label_error_rate[-1]:.2f}%"
+            )
     if not args.no_plots:
         path = plot_curves(histories, Path(args.out_dir) / "training_curves.png")
         if path:

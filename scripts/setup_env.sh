@@ -14,7 +14,7 @@ fi
 # torch is pinned to the CPU build this machine has on disk; the extension is built against it
 # without build isolation so that it imports under the same torch.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0 numpy ninja pybind11 \
-  pytest expecttest hypothesis scikit-learn tqdm matplotlib
+  pytest expecttest hypothesis scikit-learn tqdm matplotlib ruff clang-format
 echo "== building ctc_ext"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e "$ROOT"
 "$VENV/bin/python" -c "import torch, ctc_ext; print('ctc_ext ready with torch', torch.__version__)"

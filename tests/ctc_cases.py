@@ -3,6 +3,7 @@
 A plain module rather than conftest.py: tests/cuda_emulation has a conftest of its own, and
 `from conftest import ...` would pick whichever comes first on sys.path.
 """
+
 import dataclasses
 from typing import List
 
@@ -11,10 +12,10 @@ import torch
 
 @dataclasses.dataclass
 class CtcBatch:
-    logits: torch.Tensor          # (T, N, C)
+    logits: torch.Tensor  # (T, N, C)
     padded_targets: torch.Tensor  # (N, S), padding beyond each target length is junk (never read)
-    input_lengths: List[int]      # (N,)
-    target_lengths: List[int]     # (N,)
+    input_lengths: List[int]  # (N,)
+    target_lengths: List[int]  # (N,)
     blank: int
 
     @property
@@ -29,8 +30,18 @@ def random_labels(generator, shape, num_classes, blank):
     return labels + (labels >= blank).long()
 
 
-def make_batch(T=20, N=5, C=6, S=6, blank=0, dtype=torch.float64, seed=0, input_lengths=None,
-               target_lengths=None, repeat_labels=False) -> CtcBatch:
+def make_batch(
+    T=20,
+    N=5,
+    C=6,
+    S=6,
+    blank=0,
+    dtype=torch.float64,
+    seed=0,
+    input_lengths=None,
+    target_lengths=None,
+    repeat_labels=False,
+) -> CtcBatch:
     """A random batch with ragged lengths; the first sample always uses the full T and S."""
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(T, N, C, generator=generator, dtype=torch.float64).mul_(2).to(dtype)
@@ -51,8 +62,15 @@ def builtin_loss(logits, targets, input_lengths, target_lengths, blank=0, reduct
     """torch.nn.functional.ctc_loss on log_softmax of the logits, with padding made valid."""
     if targets.dim() == 2:
         targets = targets.clamp(0, logits.shape[-1] - 1)
-    return torch.nn.functional.ctc_loss(logits.log_softmax(-1), targets, input_lengths, target_lengths, blank=blank,
-                                        reduction=reduction, zero_infinity=zero_infinity)
+    return torch.nn.functional.ctc_loss(
+        logits.log_softmax(-1),
+        targets,
+        input_lengths,
+        target_lengths,
+        blank=blank,
+        reduction=reduction,
+        zero_infinity=zero_infinity,
+    )
 
 
 MANTISSA_BITS = {torch.float16: 10, torch.bfloat16: 7}

@@ -1,10 +1,11 @@
 """Bad input raises a clear exception naming the argument; nothing is read out of bounds."""
+
 import pytest
 import torch
-
-import ctc_ext
 from ctc_cases import make_batch
 from isolation import assert_isolated_ok
+
+import ctc_ext
 
 
 @pytest.fixture
@@ -17,7 +18,9 @@ def call(batch, logits=None, targets=None, input_lengths=None, target_lengths=No
         batch.logits if logits is None else logits,
         batch.padded_targets if targets is None else targets,
         batch.input_lengths if input_lengths is None else input_lengths,
-        batch.target_lengths if target_lengths is None else target_lengths, **kwargs)
+        batch.target_lengths if target_lengths is None else target_lengths,
+        **kwargs,
+    )
 
 
 def padded_with(batch, value, position=(1, 1)):
@@ -79,14 +82,26 @@ def test_concatenated_targets_shorter_than_sum_of_lengths(batch):
 
 
 @pytest.mark.parametrize("argument", ["input_lengths", "target_lengths"])
-@pytest.mark.parametrize("wrong", [[10, 8], [10, 8, 6, 6], torch.tensor([[10, 8, 6]]), torch.tensor([10.0, 8.0, 6.0]),
-                                   torch.tensor([True, True, True]), [1.5, 2, 3], "abc"])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        [10, 8],
+        [10, 8, 6, 6],
+        torch.tensor([[10, 8, 6]]),
+        torch.tensor([10.0, 8.0, 6.0]),
+        torch.tensor([True, True, True]),
+        [1.5, 2, 3],
+        "abc",
+    ],
+)
 def test_lengths_of_wrong_size_or_dtype(batch, argument, wrong):
     with pytest.raises(ValueError, match=argument):
         call(batch, **{argument: wrong})
 
 
-@pytest.mark.parametrize("targets", [torch.ones(3, 4), torch.ones(3, 4, dtype=torch.bool), torch.ones(3, 4, dtype=torch.int16)])
+@pytest.mark.parametrize(
+    "targets", [torch.ones(3, 4), torch.ones(3, 4, dtype=torch.bool), torch.ones(3, 4, dtype=torch.int16)]
+)
 def test_non_integer_targets(batch, targets):
     with pytest.raises(ValueError, match="targets must be int32 or int64"):
         call(batch, targets=targets)
@@ -130,31 +145,53 @@ def test_unbatched_input_with_2d_targets(batch):
         call(batch, logits=batch.logits[:, 0], targets=batch.padded_targets, input_lengths=[10], target_lengths=[4])
 
 
-@pytest.mark.parametrize("op_args", [
-    dict(blank=7), dict(input_lengths=torch.tensor([10, 8])), dict(targets=torch.ones(3, 2, 2, dtype=torch.long)),
-    dict(logits=torch.zeros(10, 3)), dict(input_lengths=torch.tensor([10.0, 8.0, 6.0])),
-    dict(targets=padded_with(make_batch(T=10, N=3, C=5, S=4, seed=31), 9)),
-])
+@pytest.mark.parametrize(
+    "op_args",
+    [
+        dict(blank=7),
+        dict(input_lengths=torch.tensor([10, 8])),
+        dict(targets=torch.ones(3, 2, 2, dtype=torch.long)),
+        dict(logits=torch.zeros(10, 3)),
+        dict(input_lengths=torch.tensor([10.0, 8.0, 6.0])),
+        dict(targets=padded_with(make_batch(T=10, N=3, C=5, S=4, seed=31), 9)),
+    ],
+)
 def test_ops_called_directly_check_their_arguments_too(batch, op_args):
     """The raw ops are public (torch.ops.ctc_ext.*) and must be as safe as ctc_loss."""
-    args = dict(logits=batch.logits, targets=batch.padded_targets, input_lengths=torch.tensor(batch.input_lengths),
-                target_lengths=torch.tensor(batch.target_lengths), blank=0)
+    args = dict(
+        logits=batch.logits,
+        targets=batch.padded_targets,
+        input_lengths=torch.tensor(batch.input_lengths),
+        target_lengths=torch.tensor(batch.target_lengths),
+        blank=0,
+    )
     args.update(op_args)
     with pytest.raises(RuntimeError):
-        ctc_ext.ops.ctc_loss_forward(args["logits"], args["targets"], args["input_lengths"], args["target_lengths"],
-                                     args["blank"], True)
+        ctc_ext.ops.ctc_loss_forward(
+            args["logits"], args["targets"], args["input_lengths"], args["target_lengths"], args["blank"], True
+        )
 
 
 def test_backward_op_rejects_a_forward_state_of_another_problem(batch):
     lengths = (torch.tensor(batch.input_lengths), torch.tensor(batch.target_lengths))
     nll, log_alpha, normalizer = ctc_ext.ops.ctc_loss_forward(batch.logits, batch.padded_targets, *lengths, 0, False)
     with pytest.raises(RuntimeError, match="keep_log_alpha=True"):
-        ctc_ext.ops.ctc_loss_backward(torch.ones(3, dtype=torch.float64), batch.logits, batch.padded_targets,
-                                      *lengths, nll, log_alpha, normalizer, 0, False)
+        ctc_ext.ops.ctc_loss_backward(
+            torch.ones(3, dtype=torch.float64),
+            batch.logits,
+            batch.padded_targets,
+            *lengths,
+            nll,
+            log_alpha,
+            normalizer,
+            0,
+            False,
+        )
 
 
 # Hostile inputs that once crashed the process: each runs in a child interpreter, which must
 # exit cleanly after the expected exception.
+
 
 def test_concatenated_target_lengths_whose_sum_overflows_int64():
     assert_isolated_ok("""

@@ -1,4 +1,5 @@
 """ctc-bench: its rows, its options and its errors (no timing is asserted)."""
+
 import json
 import subprocess
 import sys
@@ -8,9 +9,24 @@ import torch
 
 from ctc_ext import bench
 
-ROW_KEYS = {"T", "N", "C", "S", "device", "dtype", "builtin_fwd_ms", "ours_fwd_ms", "builtin_train_ms",
-            "ours_train_ms", "speedup_fwd", "speedup_train", "builtin_peak_mb", "ours_peak_mb", "max_loss_diff",
-            "max_grad_diff"}
+ROW_KEYS = {
+    "T",
+    "N",
+    "C",
+    "S",
+    "device",
+    "dtype",
+    "builtin_fwd_ms",
+    "ours_fwd_ms",
+    "builtin_train_ms",
+    "ours_train_ms",
+    "speedup_fwd",
+    "speedup_train",
+    "builtin_peak_mb",
+    "ours_peak_mb",
+    "max_loss_diff",
+    "max_grad_diff",
+}
 
 
 def run_json(tmp_path, *args):
@@ -23,7 +39,11 @@ def test_json_has_one_row_per_shape_and_dtype_with_every_key(tmp_path, capsys):
     rows = run_json(tmp_path, "--shapes", "20,2,5,4", "12,3,40,3", "--dtype", "float32,float64")
     assert len(rows) == 4
     assert {(r["T"], r["N"], r["C"], r["S"], r["dtype"]) for r in rows} == {
-        (20, 2, 5, 4, "float32"), (12, 3, 40, 3, "float32"), (20, 2, 5, 4, "float64"), (12, 3, 40, 3, "float64")}
+        (20, 2, 5, 4, "float32"),
+        (12, 3, 40, 3, "float32"),
+        (20, 2, 5, 4, "float64"),
+        (12, 3, 40, 3, "float64"),
+    }
     for row in rows:
         assert ROW_KEYS <= row.keys()
         assert row["device"] == "cpu"
@@ -52,18 +72,21 @@ def test_peak_memory_is_measured_on_linux(tmp_path):
         assert rows[0]["builtin_peak_mb"] > 2.5 and rows[0]["ours_peak_mb"] > 2.5
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--shapes", "1,2,3"], "four integers"),
-    (["--shapes", "10,2,x,3"], "four integers"),
-    (["--shapes", "10,0,5,3"], "T, N, S >= 1"),
-    (["--shapes", "10,2,5,9"], "at most 0.8 T"),
-    (["--repeat", "0"], "positive integer"),
-    (["--threads", "two"], "positive integer"),
-    (["--dtype", "float8"], "--dtype"),
-    (["--device", "tpu"], "--device"),
-    (["--json", "/nonexistent-dir/rows.json"], "directory does not exist"),
-    (["--frobnicate"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shapes", "1,2,3"], "four integers"),
+        (["--shapes", "10,2,x,3"], "four integers"),
+        (["--shapes", "10,0,5,3"], "T, N, S >= 1"),
+        (["--shapes", "10,2,5,9"], "at most 0.8 T"),
+        (["--repeat", "0"], "positive integer"),
+        (["--threads", "two"], "positive integer"),
+        (["--dtype", "float8"], "--dtype"),
+        (["--device", "tpu"], "--device"),
+        (["--json", "/nonexistent-dir/rows.json"], "directory does not exist"),
+        (["--frobnicate"], "unrecognized arguments"),
+    ],
+)
 def test_bad_options_are_argparse_errors(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(args)
@@ -94,8 +117,9 @@ def test_plot_writes_a_png_or_explains_the_missing_extra(tmp_path, capsys):
 
 
 def test_module_entry_point_prints_help_with_the_memory_method():
-    result = subprocess.run([sys.executable, "-m", "ctc_ext.bench", "--help"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "ctc_ext.bench", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0
     assert "--shapes" in result.stdout and "VmHWM" in result.stdout
 

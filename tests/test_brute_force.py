@@ -3,6 +3,7 @@
 Independent of the built-in: p(l | x) is the sum over all C^T label paths that collapse to l
 (merge repeats, then drop blanks) of the product of per-frame softmax probabilities.
 """
+
 import itertools
 
 import pytest
@@ -24,8 +25,11 @@ def brute_force_nll(logits, target, blank):
     """-log p(target | logits) for one sample; logits (T, C) float64 raw activations."""
     T, C = logits.shape
     log_probs = logits.log_softmax(-1)
-    path_scores = [log_probs[torch.arange(T), list(path)].sum()
-                   for path in itertools.product(range(C), repeat=T) if collapse(path, blank) == list(target)]
+    path_scores = [
+        log_probs[torch.arange(T), list(path)].sum()
+        for path in itertools.product(range(C), repeat=T)
+        if collapse(path, blank) == list(target)
+    ]
     if not path_scores:
         return torch.tensor(float("inf"), dtype=logits.dtype)
     return -torch.logsumexp(torch.stack(path_scores), 0)
@@ -34,11 +38,11 @@ def brute_force_nll(logits, target, blank):
 CASES = [
     # (T, C, target, blank)
     (4, 3, [1, 2], 0),
-    (5, 3, [1, 1], 0),        # a repeat needs a blank between
-    (5, 4, [3, 1, 3], 2),     # blank in the middle
-    (4, 3, [0, 1], 2),        # blank last
-    (3, 3, [], 0),            # empty target
-    (2, 3, [1, 1], 0),        # impossible: repeat needs 3 frames
+    (5, 3, [1, 1], 0),  # a repeat needs a blank between
+    (5, 4, [3, 1, 3], 2),  # blank in the middle
+    (4, 3, [0, 1], 2),  # blank last
+    (3, 3, [], 0),  # empty target
+    (2, 3, [1, 1], 0),  # impossible: repeat needs 3 frames
     (6, 3, [2, 1, 2], 0),
     (1, 2, [1], 0),
 ]
@@ -49,8 +53,14 @@ def test_loss_equals_enumeration_of_all_paths(T, C, target, blank):
     generator = torch.Generator().manual_seed(T * 31 + C)
     logits = torch.randn(T, C, generator=generator, dtype=torch.float64) * 1.5
     expected = brute_force_nll(logits, target, blank)
-    ours = ctc_ext.ctc_loss(logits.unsqueeze(1), torch.tensor([target], dtype=torch.long).reshape(1, -1), [T],
-                            [len(target)], blank=blank, reduction="none")[0]
+    ours = ctc_ext.ctc_loss(
+        logits.unsqueeze(1),
+        torch.tensor([target], dtype=torch.long).reshape(1, -1),
+        [T],
+        [len(target)],
+        blank=blank,
+        reduction="none",
+    )[0]
     if torch.isinf(expected):
         assert torch.isinf(ours) and ours > 0
     else:

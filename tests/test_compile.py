@@ -1,5 +1,6 @@
 """torch.compile: a whole training step compiles with fullgraph=True, matches eager, and does
 not recompile when T or N change."""
+
 import copy
 
 import pytest

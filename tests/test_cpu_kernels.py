@@ -2,6 +2,7 @@
 both schedules (by sample and by frame, forced with CTC_EXT_CPU_SCHEDULE), and the accuracy of
 the vectorised exp / log against libm.  References: F.ctc_loss on log_softmax in float64, and
 torch's exp / log in float64."""
+
 import math
 
 import pytest
@@ -22,8 +23,10 @@ def isa_supported(isa):
         return False
 
 
-ISAS = [pytest.param(isa, marks=pytest.mark.skipif(not isa_supported(isa), reason=f"{isa} not on this CPU"))
-        for isa in ALL_ISAS]
+ISAS = [
+    pytest.param(isa, marks=pytest.mark.skipif(not isa_supported(isa), reason=f"{isa} not on this CPU"))
+    for isa in ALL_ISAS
+]
 SCHEDULES = ["sample", "frame"]
 
 
@@ -35,12 +38,16 @@ def kernel_path(monkeypatch, request):
     return isa, schedule
 
 
-PATHS = [pytest.param((isa.values[0], schedule), marks=isa.marks, id=f"{isa.values[0]}-{schedule}")
-         for isa in ISAS for schedule in SCHEDULES]
+PATHS = [
+    pytest.param((isa.values[0], schedule), marks=isa.marks, id=f"{isa.values[0]}-{schedule}")
+    for isa in ISAS
+    for schedule in SCHEDULES
+]
 
 
 # ------------------------------------------------------------------------------------------
 # exp / log accuracy.
+
 
 def ulp_error(result, reference):
     """|result - reference| in units of the last place of reference (float64 reference)."""
@@ -50,18 +57,26 @@ def ulp_error(result, reference):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_exp_float64_is_accurate_to_a_few_ulp(isa):
-    x = torch.cat([torch.linspace(-708, 708, 200_001, dtype=torch.float64),
-                   torch.randn(10_000, dtype=torch.float64) * 1e-3,
-                   torch.tensor([0.0, -1e-300, 1e-300], dtype=torch.float64)])
+    x = torch.cat(
+        [
+            torch.linspace(-708, 708, 200_001, dtype=torch.float64),
+            torch.randn(10_000, dtype=torch.float64) * 1e-3,
+            torch.tensor([0.0, -1e-300, 1e-300], dtype=torch.float64),
+        ]
+    )
     assert ulp_error(ops._simd_math(x, "exp", isa), torch.exp(x)) <= 3
 
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_log_float64_is_accurate_to_a_few_ulp(isa):
-    x = torch.cat([torch.logspace(-300, 300, 200_001, dtype=torch.float64),
-                   1.0 + torch.rand(10_000, dtype=torch.float64) * 2.0,  # the kernels' log1p range
-                   1.0 + torch.rand(1_000, dtype=torch.float64) * 1e-6,
-                   1.0 - torch.rand(1_000, dtype=torch.float64) * 1e-6])
+    x = torch.cat(
+        [
+            torch.logspace(-300, 300, 200_001, dtype=torch.float64),
+            1.0 + torch.rand(10_000, dtype=torch.float64) * 2.0,  # the kernels' log1p range
+            1.0 + torch.rand(1_000, dtype=torch.float64) * 1e-6,
+            1.0 - torch.rand(1_000, dtype=torch.float64) * 1e-6,
+        ]
+    )
     result, reference = ops._simd_math(x, "log", isa), torch.log(x)
     nonzero = reference != 0
     assert ulp_error(result[nonzero], reference[nonzero]) <= 3
@@ -73,12 +88,12 @@ def test_exp_and_log_float32_are_accurate_to_a_few_ulp(isa):
     x = torch.linspace(-87, 88, 200_001, dtype=torch.float32)
     exp = ops._simd_math(x, "exp", isa)
     reference = torch.exp(x.double())
-    assert ((exp.double() - reference).abs() / reference).max().item() < 3 * 2.0 ** -24
+    assert ((exp.double() - reference).abs() / reference).max().item() < 3 * 2.0**-24
     y = torch.logspace(-37, 38, 200_001, dtype=torch.float32)
     log = ops._simd_math(y, "log", isa).double()
     log_reference = torch.log(y.double())
     # Absolute error within 3 ulp of the float result's magnitude (at least of 1).
-    assert ((log - log_reference).abs() / log_reference.abs().clamp_min(1.0)).max().item() < 3 * 2.0 ** -24
+    assert ((log - log_reference).abs() / log_reference.abs().clamp_min(1.0)).max().item() < 3 * 2.0**-24
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -86,15 +101,16 @@ def test_exp_nonpositive_float32_error_is_the_rounding_of_x_log2e(isa):
     # The row sums' exp works in base 2: besides the polynomial (2e-9) and its float evaluation
     # (about 2 ulp) it inherits the roundings of log2(e) and of y = x log2(e), each a relative
     # |x| 2^-24 at most in e^x.
-    x = torch.cat([torch.linspace(-87, 0, 400_001, dtype=torch.float32),
-                   -torch.rand(10_000, dtype=torch.float32) * 1e-3])
+    x = torch.cat(
+        [torch.linspace(-87, 0, 400_001, dtype=torch.float32), -torch.rand(10_000, dtype=torch.float32) * 1e-3]
+    )
     result = ops._simd_math(x, "exp_nonpositive", isa).double()
     reference = torch.exp(x.double())
     relative = (result - reference).abs() / reference
-    bound = (2 * x.double().abs() + 3) * 2.0 ** -24
+    bound = (2 * x.double().abs() + 3) * 2.0**-24
     assert (relative <= bound).all(), f"worst excess {(relative - bound).max().item():.3g}"
     # Near 0 (the terms that dominate a sum) that is vexp's few ulp.
-    assert relative[x > -1].max().item() < 4 * 2.0 ** -24
+    assert relative[x > -1].max().item() < 4 * 2.0**-24
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -102,8 +118,8 @@ def test_exp_nonpositive_special_values(isa):
     inf, nan = math.inf, math.nan
     result = ops._simd_math(torch.tensor([-inf, -1e4, nan, 0.0, -88.0], dtype=torch.float32), "exp_nonpositive", isa)
     # Below -87.3 the result is clamped at 2^-126 instead of underflowing (harmless in a sum >= 1).
-    assert result[0] == 2.0 ** -126 and result[1] == 2.0 ** -126 and result[2].isnan() and result[3] == 1
-    assert result[4] == 2.0 ** -126
+    assert result[0] == 2.0**-126 and result[1] == 2.0**-126 and result[2].isnan() and result[3] == 1
+    assert result[4] == 2.0**-126
 
 
 def same_bits_or_both_nan(result, reference, bits_dtype):
@@ -125,10 +141,29 @@ def test_half_precision_rows_round_exactly_like_torch(isa, function, dtype):
     # Random float bit patterns (every exponent, NaNs included) and the rounding edges:
     # halfway cases, the largest finite half and what overflows it, the subnormal range.
     generator = torch.Generator().manual_seed(5)
-    random_bits = torch.randint(-2 ** 31, 2 ** 31, (1_000_000,), dtype=torch.int64, generator=generator)
-    edges = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 65504.0, 65519.99, 65520.0, -65520.0,
-                          6e-8, 2.98e-8, 2.99e-8, 1e-45, 1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11, 1.0 + 2.0 ** -8,
-                          1.0 + 3 * 2.0 ** -8, 3.4e38])
+    random_bits = torch.randint(-(2**31), 2**31, (1_000_000,), dtype=torch.int64, generator=generator)
+    edges = torch.tensor(
+        [
+            0.0,
+            -0.0,
+            math.inf,
+            -math.inf,
+            math.nan,
+            65504.0,
+            65519.99,
+            65520.0,
+            -65520.0,
+            6e-8,
+            2.98e-8,
+            2.99e-8,
+            1e-45,
+            1.0 + 2.0**-11,
+            1.0 + 3 * 2.0**-11,
+            1.0 + 2.0**-8,
+            1.0 + 3 * 2.0**-8,
+            3.4e38,
+        ]
+    )
     x = torch.cat([random_bits.to(torch.int32).view(torch.float32), edges, -edges, edges * 1e-5])
     result = ops._simd_math(x, function, isa)
     assert result.dtype == dtype
@@ -160,6 +195,7 @@ def test_unknown_schedule_is_rejected(monkeypatch):
 
 # ------------------------------------------------------------------------------------------
 # Losses and gradients on every path.
+
 
 def random_problem(T, N, C, S, seed, dtype=torch.float64, scale=3.0, repeats=True):
     generator = torch.Generator().manual_seed(seed)
@@ -223,10 +259,12 @@ def test_impossible_and_empty_samples_on_every_path(kernel_path):
     input_lengths = torch.tensor([6, 6, 0, 4])
     target_lengths = torch.tensor([4, 4, 2, 0])  # fits; 4 repeats need 7 frames; no frames; empty
     for zero_infinity in (False, True):
-        ours_losses, ours_grad = losses_and_grads(ctc_ext.ctc_loss, x, targets, input_lengths, target_lengths,
-                                                  zero_infinity=zero_infinity)
-        ref_losses, ref_grad = losses_and_grads(builtin, x, targets, input_lengths, target_lengths,
-                                                zero_infinity=zero_infinity)
+        ours_losses, ours_grad = losses_and_grads(
+            ctc_ext.ctc_loss, x, targets, input_lengths, target_lengths, zero_infinity=zero_infinity
+        )
+        ref_losses, ref_grad = losses_and_grads(
+            builtin, x, targets, input_lengths, target_lengths, zero_infinity=zero_infinity
+        )
         torch.testing.assert_close(ours_losses, ref_losses, rtol=1e-9, atol=1e-9)
         finite = [0, 3] if not zero_infinity else [0, 1, 2, 3]  # the built-in's grad is NaN-free only here
         torch.testing.assert_close(ours_grad[:, finite], ref_grad[:, finite], rtol=1e-9, atol=1e-9)

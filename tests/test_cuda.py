@@ -2,6 +2,7 @@
 determinism, no host synchronisation, long targets.  Skipped without CUDA.
 (Without a GPU, tests/cuda_emulation runs the same kernel source on the CPU.)
 """
+
 import warnings
 
 import pytest
@@ -45,8 +46,9 @@ def test_matches_builtin_and_cpu_in_float64(T, N, C, S, reduction, blank):
     kwargs = dict(blank=blank, reduction=reduction, zero_infinity=True)
     loss, grad = loss_and_grad(lambda *a, **k: ctc_ext.ctc_loss(*a, **k).sum(), *inputs, **kwargs)
     want_loss, want_grad = loss_and_grad(lambda *a, **k: builtin(*a, **k).sum(), *inputs, **kwargs)
-    cpu_loss, cpu_grad = loss_and_grad(lambda *a, **k: ctc_ext.ctc_loss(*a, **k).sum(),
-                                       *[t.cpu() for t in inputs], **kwargs)
+    cpu_loss, cpu_grad = loss_and_grad(
+        lambda *a, **k: ctc_ext.ctc_loss(*a, **k).sum(), *[t.cpu() for t in inputs], **kwargs
+    )
     torch.testing.assert_close(loss, want_loss, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(grad, want_grad, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(loss.cpu(), cpu_loss, rtol=1e-12, atol=1e-12)
@@ -78,7 +80,8 @@ def test_gradcheck():
     logits.requires_grad_()
     assert torch.autograd.gradcheck(
         lambda x: ctc_ext.ctc_loss(x, targets, input_lengths, target_lengths, reduction="none", zero_infinity=True),
-        (logits,))
+        (logits,),
+    )
 
 
 def test_bitwise_deterministic_under_deterministic_algorithms():
@@ -158,9 +161,11 @@ def test_lengths_given_on_the_host_are_checked_there():
 # ---------------------------------------------------------------------------------------------
 # Decoders: greedy_decode and forced_align have CUDA kernels (beam_search is CPU-only).
 
+
 def test_decoders_have_cuda_kernels_and_beam_search_does_not():
     def has(op):
         return torch._C._dispatch_has_kernel_for_dispatch_key(f"ctc_ext::{op}", "CUDA")
+
     assert has("greedy_decode") and has("forced_align") and not has("beam_search")
 
 
@@ -188,7 +193,7 @@ def test_greedy_decode_on_gpu_matches_cpu(dtype, blank):
 def test_forced_align_on_gpu_matches_cpu(dtype, padded):
     logits, targets, input_lengths, target_lengths = sample_inputs(80, 6, 12, 25, "cpu", dtype=dtype, seed=4)
     if not padded:
-        targets = torch.cat([targets[n, :target_lengths[n]] for n in range(targets.shape[0])])
+        targets = torch.cat([targets[n, : target_lengths[n]] for n in range(targets.shape[0])])
     want = ctc_ext.ops.forced_align(logits, targets, input_lengths, target_lengths, 0)
     for device_targets in (targets, targets.cuda()):
         got = ctc_ext.ops.forced_align(logits.cuda(), device_targets, input_lengths, target_lengths, 0)
@@ -204,7 +209,7 @@ def test_forced_align_on_gpu_matches_cpu(dtype, padded):
 
 def test_forced_align_on_gpu_long_targets_and_impossible_samples():
     generator = torch.Generator().manual_seed(5)
-    T, N, C, S = 700, 3, 40, 600   # 2 S + 1 states: several times the threads of a block
+    T, N, C, S = 700, 3, 40, 600  # 2 S + 1 states: several times the threads of a block
     logits = torch.randn(T, N, C, generator=generator, dtype=torch.float64)
     targets = torch.randint(1, C, (N, S), generator=generator)
     input_lengths, target_lengths = torch.tensor([700, 650, 100]), torch.tensor([600, 500, 200])
@@ -231,11 +236,15 @@ def test_decoders_are_deterministic_and_handle_empty_batches():
     lengths = torch.tensor([40, 30, 20, 10, 0])
     targets = torch.randint(1, 7, (5, 8), generator=torch.Generator().manual_seed(7))
     target_lengths = torch.tensor([8, 6, 4, 2, 0])
-    for op, args in ((ctc_ext.ops.greedy_decode, (logits, lengths, 0)),
-                     (ctc_ext.ops.forced_align, (logits, targets, lengths, target_lengths, 0))):
+    for op, args in (
+        (ctc_ext.ops.greedy_decode, (logits, lengths, 0)),
+        (ctc_ext.ops.forced_align, (logits, targets, lengths, target_lengths, 0)),
+    ):
         first, again = op(*args), op(*args)
         assert all(torch.equal(a, b) for a, b in zip(first, again))
     empty = torch.randn(5, 0, 4, device="cuda")
     assert ctc_ext.ops.greedy_decode(empty, torch.zeros(0, dtype=torch.long), 0)[0].shape == (0, 5)
     no_lengths = torch.zeros(0, dtype=torch.long)
-    assert ctc_ext.ops.forced_align(empty, torch.zeros(0, 2, dtype=torch.long), no_lengths, no_lengths, 0)[2].shape == (0,)
+    assert ctc_ext.ops.forced_align(empty, torch.zeros(0, 2, dtype=torch.long), no_lengths, no_lengths, 0)[2].shape == (
+        0,
+    )

@@ -1,6 +1,7 @@
 """DistributedDataParallel over 2 local processes (gloo on loopback): one step over a global
 batch gives the gradients of one single-process step over that batch; and the example's --ddp 2
 runs end to end."""
+
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,9 @@ WORLD_SIZE = 2
 GLOBAL_BATCH = 8
 TIMEOUT_S = 120
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available"
+)
 
 
 def global_batch():
@@ -58,8 +60,9 @@ def ddp_worker(rank, port, out_dir):
 
 
 def run_ddp_step(out_dir):
-    context = mp.start_processes(ddp_worker, args=(train_digits.free_port(), str(out_dir)), nprocs=WORLD_SIZE,
-                                 join=False, start_method="spawn")
+    context = mp.start_processes(
+        ddp_worker, args=(train_digits.free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + TIMEOUT_S
     while not context.join(timeout=1):  # raises if a worker failed
         if time.monotonic() > deadline:
@@ -81,16 +84,36 @@ def test_ddp_step_over_shards_equals_single_process_step_over_global_batch(tmp_p
 
     # The comparison can fail: one shard alone (no all-reduce) gives other gradients.
     first_shard_only = gradients_of_one_step(fresh_model(), global_batch().select(slice(0, GLOBAL_BATCH // WORLD_SIZE)))
-    assert not all(torch.allclose(first_shard_only[name], gradient, rtol=1e-3, atol=1e-5)
-                   for name, gradient in single_process.items())
+    assert not all(
+        torch.allclose(first_shard_only[name], gradient, rtol=1e-3, atol=1e-5)
+        for name, gradient in single_process.items()
+    )
 
 
-@pytest.mark.skipif(not all(hasattr(ctc_ext, name) for name in ("greedy_decode", "beam_search")),
-                    reason="needs ctc_ext.greedy_decode and beam_search")
+@pytest.mark.skipif(
+    not all(hasattr(ctc_ext, name) for name in ("greedy_decode", "beam_search")),
+    reason="needs ctc_ext.greedy_decode and beam_search",
+)
 def test_example_script_trains_one_short_epoch_over_two_processes(capfd):
     pytest.importorskip("sklearn")
     pytest.importorskip("tqdm")
-    train_digits.main(["--ddp", "2", "--epochs", "1", "--lines-per-epoch", "64", "--batch-size", "16",
-                       "--held-out-lines", "16", "--beam-lines", "4", "--no-plots", "--no-progress"])
+    train_digits.main(
+        [
+            "--ddp",
+            "2",
+            "--epochs",
+            "1",
+            "--lines-per-epoch",
+            "64",
+            "--batch-size",
+            "16",
+            "--held-out-lines",
+            "16",
+            "--beam-lines",
+            "4",
+            "--no-plots",
+            "--no-progress",
+        ]
+    )
     output = capfd.readouterr().out
     assert "ddp x2 epoch  1" in output and "DDP x2: held-out label error rate" in output

@@ -4,6 +4,7 @@ References are independent of the code under test: label sequences and frame pat
 enumerated exhaustively on tiny inputs and scored with the built-in F.ctc_loss (float64) or by
 summing frame log-probabilities.
 """
+
 import itertools
 import math
 
@@ -34,7 +35,7 @@ def sequence_log_likelihoods(frame_log_probs, sequences, blank):
     width = max(1, max(len(s) for s in sequences))
     targets = torch.ones(M, width, dtype=torch.int64) * (1 if blank != 1 else 2)
     for m, s in enumerate(sequences):
-        targets[m, :len(s)] = torch.tensor(s, dtype=torch.int64)
+        targets[m, : len(s)] = torch.tensor(s, dtype=torch.int64)
     batch = frame_log_probs.unsqueeze(1).expand(T, M, C).contiguous()
     loss = F.ctc_loss(batch, targets, [T] * M, [len(s) for s in sequences], blank=blank, reduction="none")
     return (-loss).tolist()
@@ -112,7 +113,7 @@ def test_wide_beam_score_equals_ctc_ext_loss_in_float32():
     results = ctc_ext.beam_search(logits, beam_width=64, top_k=3)
     for n in range(2):
         for labels, log_prob in results[n]:
-            loss = ctc_ext.ctc_loss(logits[:, n:n + 1], labels.unsqueeze(0), [5], [len(labels)], reduction="none")
+            loss = ctc_ext.ctc_loss(logits[:, n : n + 1], labels.unsqueeze(0), [5], [len(labels)], reduction="none")
             assert log_prob == pytest.approx(-loss.item(), abs=1e-4)
 
 
@@ -140,8 +141,9 @@ def reference_prefix_beam_search(frame_log_probs, blank, beam_width):
                     continue
                 from_score = log_blank if prefix and prefix[-1] == c else total
                 add(prefix + (c,), -math.inf, from_score + frame[c])
-        ranked = sorted(((log_add(*scores), prefix, scores) for prefix, scores in following.items()),
-                        key=lambda item: -item[0])
+        ranked = sorted(
+            ((log_add(*scores), prefix, scores) for prefix, scores in following.items()), key=lambda item: -item[0]
+        )
         beam = {prefix: scores for score, prefix, scores in ranked[:beam_width] if score > -math.inf}
     return sorted(((list(p), log_add(*scores)) for p, scores in beam.items()), key=lambda item: -item[1])
 
@@ -193,13 +195,13 @@ def test_beam_search_batched_equals_per_sample_and_batch_first():
     logits = random_logits(25, 5, 8, seed=5, dtype=torch.float32)
     lengths = torch.tensor([25, 3, 0, 17, 24])
     batched = ctc_ext.beam_search(logits, lengths, beam_width=5, top_k=3, blank=2)
-    batch_first = ctc_ext.beam_search(logits.transpose(0, 1), lengths, beam_width=5, top_k=3, blank=2,
-                                      batch_first=True)
+    batch_first = ctc_ext.beam_search(logits.transpose(0, 1), lengths, beam_width=5, top_k=3, blank=2, batch_first=True)
     for n in range(5):
-        alone = ctc_ext.beam_search(logits[:int(lengths[n]), n:n + 1], beam_width=5, top_k=3, blank=2)[0]
+        alone = ctc_ext.beam_search(logits[: int(lengths[n]), n : n + 1], beam_width=5, top_k=3, blank=2)[0]
         for results in (batched[n], batch_first[n]):
-            assert [(labels.tolist(), log_prob) for labels, log_prob in results] == \
-                   [(labels.tolist(), log_prob) for labels, log_prob in alone]
+            assert [(labels.tolist(), log_prob) for labels, log_prob in results] == [
+                (labels.tolist(), log_prob) for labels, log_prob in alone
+            ]
 
 
 def test_beam_search_empty_input_gives_empty_hypothesis_and_few_prefixes_give_fewer_than_top_k():
@@ -213,8 +215,11 @@ def test_huge_beam_width_and_top_k_are_accepted():
     logits = random_logits(3, 1, 3, seed=22)
     results = ctc_ext.beam_search(logits, beam_width=2**62, top_k=2**62)[0]
     sequences = all_label_sequences(3, 0, 3)
-    possible = [s for s, score in zip(sequences, sequence_log_likelihoods(logits[:, 0].log_softmax(-1), sequences, 0))
-                if score > -math.inf]
+    possible = [
+        s
+        for s, score in zip(sequences, sequence_log_likelihoods(logits[:, 0].log_softmax(-1), sequences, 0))
+        if score > -math.inf
+    ]
     assert len(possible) == 9  # [1, 1, 2] and the like need more than 3 frames
     assert sorted(labels.tolist() for labels, _ in results) == sorted(possible)
 
@@ -260,8 +265,9 @@ def test_scorer_returning_minus_inf_forbids_a_label():
     logits = random_logits(12, 2, 5, seed=11)
     logits[:, :, 3] += 4  # label 3 dominates without the scorer
     assert 3 in ctc_ext.beam_search(logits, beam_width=4)[0][0][0].tolist()
-    results = ctc_ext.beam_search(logits, beam_width=4, top_k=4,
-                                  scorer=lambda prefix, label: -math.inf if label == 3 else 0.0)
+    results = ctc_ext.beam_search(
+        logits, beam_width=4, top_k=4, scorer=lambda prefix, label: -math.inf if label == 3 else 0.0
+    )
     for sample in results:
         assert sample and all(3 not in labels.tolist() for labels, _ in sample)
 
@@ -289,9 +295,10 @@ def test_alignment_is_a_best_valid_path_against_enumeration(blank):
     input_lengths = [6, 5, 6, 4, 6, 5]
     targets = torch.zeros(N, 3, dtype=torch.int64)
     for n, target in enumerate(targets_list):
-        targets[n, :len(target)] = torch.tensor(target, dtype=torch.int64)
-    alignment, frame_log_probs = ctc_ext.forced_align(logits, targets, input_lengths,
-                                                      [len(t) for t in targets_list], blank=blank)
+        targets[n, : len(target)] = torch.tensor(target, dtype=torch.int64)
+    alignment, frame_log_probs = ctc_ext.forced_align(
+        logits, targets, input_lengths, [len(t) for t in targets_list], blank=blank
+    )
     assert alignment.shape == frame_log_probs.shape == (N, T)
     assert frame_log_probs.dtype == torch.float64
     for n, target in enumerate(targets_list):
@@ -314,7 +321,7 @@ def test_alignment_score_is_at_most_the_total_log_likelihood_on_longer_inputs():
     alignment, frame_log_probs = ctc_ext.forced_align(logits, targets, input_lengths, target_lengths)
     total = -ctc_ext.ctc_loss(logits, targets, input_lengths, target_lengths, reduction="none")
     for n in range(N):
-        assert collapse(alignment[n].tolist(), 0) == targets[n, :target_lengths[n]].tolist()
+        assert collapse(alignment[n].tolist(), 0) == targets[n, : target_lengths[n]].tolist()
         assert frame_log_probs[n].sum().item() <= total[n].item() + 1e-4
     assert alignment[3, :60].tolist() == [0] * 60  # an empty target aligns to blanks only
 
@@ -326,27 +333,30 @@ def test_alignment_batched_equals_per_sample_in_every_target_format():
     target_lengths = [5, 0, 9, 3]
     input_lengths = [30, 12, 25, 3]
     padded = torch.randint(1, C, (N, 10), generator=generator)
-    concatenated = torch.cat([padded[n, :target_lengths[n]] for n in range(N)])
+    concatenated = torch.cat([padded[n, : target_lengths[n]] for n in range(N)])
     reference = ctc_ext.forced_align(logits, padded, input_lengths, target_lengths)
     variants = [
         ctc_ext.forced_align(logits, concatenated, input_lengths, target_lengths),
         ctc_ext.forced_align(logits, padded.int(), torch.tensor(input_lengths), torch.tensor(target_lengths)),
-        ctc_ext.forced_align(logits.transpose(0, 1).contiguous(), padded, input_lengths, target_lengths,
-                             batch_first=True),
+        ctc_ext.forced_align(
+            logits.transpose(0, 1).contiguous(), padded, input_lengths, target_lengths, batch_first=True
+        ),
     ]
     for alignment, frame_log_probs in variants:
         assert torch.equal(alignment, reference[0])
         assert torch.equal(frame_log_probs, reference[1])
     for n in range(N):
-        alone = ctc_ext.forced_align(logits[:input_lengths[n], n:n + 1], padded[n:n + 1], [input_lengths[n]],
-                                     [target_lengths[n]])
-        assert torch.equal(alone[0][0], reference[0][n, :input_lengths[n]])
-        assert torch.allclose(alone[1][0], reference[1][n, :input_lengths[n]])
+        alone = ctc_ext.forced_align(
+            logits[: input_lengths[n], n : n + 1], padded[n : n + 1], [input_lengths[n]], [target_lengths[n]]
+        )
+        assert torch.equal(alone[0][0], reference[0][n, : input_lengths[n]])
+        assert torch.allclose(alone[1][0], reference[1][n, : input_lengths[n]])
 
 
 def test_alignment_with_no_frames_and_empty_target_is_all_padding():
-    alignment, frame_log_probs = ctc_ext.forced_align(random_logits(4, 1, 3, seed=14), torch.zeros(1, 0).long(),
-                                                      [0], [0])
+    alignment, frame_log_probs = ctc_ext.forced_align(
+        random_logits(4, 1, 3, seed=14), torch.zeros(1, 0).long(), [0], [0]
+    )
     assert alignment.tolist() == [[-1] * 4]
     assert frame_log_probs.tolist() == [[0.0] * 4]
 
@@ -381,10 +391,10 @@ def test_token_spans_of_forced_alignment_spell_the_target_and_cover_its_frames()
     targets[1, 2:] = 1
     alignment, _ = ctc_ext.forced_align(logits, targets, [40, 30], [6, 2])
     for n, spans in enumerate(ctc_ext.token_spans(alignment)):
-        assert [span.label for span in spans] == targets[n, :[6, 2][n]].tolist()
+        assert [span.label for span in spans] == targets[n, : [6, 2][n]].tolist()
         for span in spans:
             assert span.start < span.end
-            assert (alignment[n, span.start:span.end] == span.label).all()
+            assert (alignment[n, span.start : span.end] == span.label).all()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,43 +402,73 @@ def test_token_spans_of_forced_alignment_spell_the_target_and_cover_its_frames()
 LOGITS = random_logits(5, 2, 4, seed=18)
 
 
-@pytest.mark.parametrize("call,error,message", [
-    (lambda: ctc_ext.greedy_decode(LOGITS[:, 0]), ValueError, "log_probs must be 3-D"),
-    (lambda: ctc_ext.greedy_decode(LOGITS.long()), ValueError, "log_probs must be float"),
-    (lambda: ctc_ext.greedy_decode([1.0]), TypeError, "log_probs must be a tensor"),
-    (lambda: ctc_ext.greedy_decode(LOGITS, blank=4), ValueError, "blank must be in"),
-    (lambda: ctc_ext.greedy_decode(LOGITS, blank=-1), ValueError, "blank must be in"),
-    (lambda: ctc_ext.greedy_decode(LOGITS, [5]), ValueError, "input_lengths must have N = 2"),
-    (lambda: ctc_ext.greedy_decode(LOGITS, [5, 6]), RuntimeError, "input_lengths must be at most T"),
-    (lambda: ctc_ext.greedy_decode(LOGITS, [5, -1]), RuntimeError, "input_lengths must be non-negative"),
-    (lambda: ctc_ext.greedy_decode(LOGITS, torch.tensor([5.0, 5.0])), ValueError, "input_lengths must have an int"),
-    (lambda: ctc_ext.beam_search(LOGITS, beam_width=0), ValueError, "beam_width must be at least 1"),
-    (lambda: ctc_ext.beam_search(LOGITS, top_k=0), ValueError, "top_k must be at least 1"),
-    (lambda: ctc_ext.beam_search(LOGITS, beam_width=2.5), TypeError, "beam_width must be an int"),
-    (lambda: ctc_ext.beam_search(LOGITS, blank=7), ValueError, "blank must be in"),
-    (lambda: ctc_ext.beam_search(LOGITS, [9, 1]), RuntimeError, "input_lengths must be at most T"),
-    (lambda: ctc_ext.beam_search(LOGITS, [9, 1], scorer=lambda p, c: 0.0), RuntimeError,
-     "input_lengths must be at most T"),
-    (lambda: ctc_ext.beam_search(LOGITS, scorer=3), TypeError, "scorer must be callable"),
-    (lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [4]]), [5, 5], [1, 1]), RuntimeError,
-     r"targets must hold labels in \[0, C\)"),
-    (lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [0]]), [5, 5], [1, 1]), RuntimeError,
-     "targets must not contain the blank"),
-    (lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1.0], [2.0]]), [5, 5], [1, 1]), ValueError,
-     "targets must be int32 or int64"),
-    (lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [2], [3]]), [5, 5], [1, 1]), ValueError,
-     "padded targets must be"),
-    (lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [2]]), [5, 5], [1, 2]), RuntimeError,
-     "exceeds the padded targets width"),
-    (lambda: ctc_ext.forced_align(LOGITS, torch.tensor([1, 2]), [5, 5], [1, 2]), RuntimeError,
-     "concatenated targets have 2 labels"),
-    (lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [2]]), [5, 8], [1, 1]), RuntimeError,
-     "input_lengths must be at most T"),
-    (lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [2]]), [5, 5], [1]), ValueError,
-     "target_lengths must have N = 2"),
-    (lambda: ctc_ext.token_spans(torch.zeros(2, 2, 2, dtype=torch.long)), ValueError, "alignment must be"),
-    (lambda: ctc_ext.token_spans(torch.zeros(3)), ValueError, "alignment must have an integer dtype"),
-])
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda: ctc_ext.greedy_decode(LOGITS[:, 0]), ValueError, "log_probs must be 3-D"),
+        (lambda: ctc_ext.greedy_decode(LOGITS.long()), ValueError, "log_probs must be float"),
+        (lambda: ctc_ext.greedy_decode([1.0]), TypeError, "log_probs must be a tensor"),
+        (lambda: ctc_ext.greedy_decode(LOGITS, blank=4), ValueError, "blank must be in"),
+        (lambda: ctc_ext.greedy_decode(LOGITS, blank=-1), ValueError, "blank must be in"),
+        (lambda: ctc_ext.greedy_decode(LOGITS, [5]), ValueError, "input_lengths must have N = 2"),
+        (lambda: ctc_ext.greedy_decode(LOGITS, [5, 6]), RuntimeError, "input_lengths must be at most T"),
+        (lambda: ctc_ext.greedy_decode(LOGITS, [5, -1]), RuntimeError, "input_lengths must be non-negative"),
+        (lambda: ctc_ext.greedy_decode(LOGITS, torch.tensor([5.0, 5.0])), ValueError, "input_lengths must have an int"),
+        (lambda: ctc_ext.beam_search(LOGITS, beam_width=0), ValueError, "beam_width must be at least 1"),
+        (lambda: ctc_ext.beam_search(LOGITS, top_k=0), ValueError, "top_k must be at least 1"),
+        (lambda: ctc_ext.beam_search(LOGITS, beam_width=2.5), TypeError, "beam_width must be an int"),
+        (lambda: ctc_ext.beam_search(LOGITS, blank=7), ValueError, "blank must be in"),
+        (lambda: ctc_ext.beam_search(LOGITS, [9, 1]), RuntimeError, "input_lengths must be at most T"),
+        (
+            lambda: ctc_ext.beam_search(LOGITS, [9, 1], scorer=lambda p, c: 0.0),
+            RuntimeError,
+            "input_lengths must be at most T",
+        ),
+        (lambda: ctc_ext.beam_search(LOGITS, scorer=3), TypeError, "scorer must be callable"),
+        (
+            lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [4]]), [5, 5], [1, 1]),
+            RuntimeError,
+            r"targets must hold labels in \[0, C\)",
+        ),
+        (
+            lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [0]]), [5, 5], [1, 1]),
+            RuntimeError,
+            "targets must not contain the blank",
+        ),
+        (
+            lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1.0], [2.0]]), [5, 5], [1, 1]),
+            ValueError,
+            "targets must be int32 or int64",
+        ),
+        (
+            lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [2], [3]]), [5, 5], [1, 1]),
+            ValueError,
+            "padded targets must be",
+        ),
+        (
+            lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [2]]), [5, 5], [1, 2]),
+            RuntimeError,
+            "exceeds the padded targets width",
+        ),
+        (
+            lambda: ctc_ext.forced_align(LOGITS, torch.tensor([1, 2]), [5, 5], [1, 2]),
+            RuntimeError,
+            "concatenated targets have 2 labels",
+        ),
+        (
+            lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [2]]), [5, 8], [1, 1]),
+            RuntimeError,
+            "input_lengths must be at most T",
+        ),
+        (
+            lambda: ctc_ext.forced_align(LOGITS, torch.tensor([[1], [2]]), [5, 5], [1]),
+            ValueError,
+            "target_lengths must have N = 2",
+        ),
+        (lambda: ctc_ext.token_spans(torch.zeros(2, 2, 2, dtype=torch.long)), ValueError, "alignment must be"),
+        (lambda: ctc_ext.token_spans(torch.zeros(3)), ValueError, "alignment must have an integer dtype"),
+    ],
+)
 def test_bad_input_raises_a_clear_error_naming_the_argument(call, error, message):
     with pytest.raises(error, match=message):
         call()

@@ -1,5 +1,6 @@
 """examples/train_digits.py: line composition, the train/held-out split, edit distance, the model's
 frame count, and (once ctc_ext has its decoders) a one-epoch run of the script itself."""
+
 import sys
 from pathlib import Path
 
@@ -24,19 +25,20 @@ def synthetic_digit_images(num_images=50, seed=0):
 
 def test_lines_have_fixed_width_and_valid_targets():
     images, digits = synthetic_digit_images()
-    lines = train_digits.compose_lines(images, digits, np.arange(len(images)), 64, np.random.default_rng(1),
-                                       min_digits=3, max_digits=10, max_gap=3)
+    lines = train_digits.compose_lines(
+        images, digits, np.arange(len(images)), 64, np.random.default_rng(1), min_digits=3, max_digits=10, max_gap=3
+    )
     width = train_digits.line_width(10, 3)
     assert lines.images.shape == (64, 8, width) and lines.images.dtype == torch.float32
     assert lines.targets.shape == lines.image_indices.shape == (64, 10)
     assert lines.target_lengths.min() >= 3 and lines.target_lengths.max() <= 10
     assert (lines.widths <= width).all()
     for n in range(64):
-        used = lines.image_indices[n, :lines.target_lengths[n]]
-        assert (used >= 0).all() and (lines.image_indices[n, lines.target_lengths[n]:] == -1).all()
+        used = lines.image_indices[n, : lines.target_lengths[n]]
+        assert (used >= 0).all() and (lines.image_indices[n, lines.target_lengths[n] :] == -1).all()
         # Classes are digit + 1 (0 is the blank) and padding is blank.
-        assert lines.targets[n, :lines.target_lengths[n]].tolist() == (digits[used.numpy()] + 1).tolist()
-        assert (lines.targets[n, lines.target_lengths[n]:] == train_digits.BLANK).all()
+        assert lines.targets[n, : lines.target_lengths[n]].tolist() == (digits[used.numpy()] + 1).tolist()
+        assert (lines.targets[n, lines.target_lengths[n] :] == train_digits.BLANK).all()
 
 
 def test_each_digit_image_sits_at_its_start_column_and_nothing_else_is_drawn():
@@ -48,7 +50,7 @@ def test_each_digit_image_sits_at_its_start_column_and_nothing_else_is_drawn():
         for k in range(int(lines.target_lengths[n])):
             start = int(lines.digit_starts[n, k])
             assert 0 <= start - previous_end <= 3, "gaps are 0 to max_gap columns"
-            expected[:, start:start + 8] = torch.from_numpy(images[lines.image_indices[n, k]])
+            expected[:, start : start + 8] = torch.from_numpy(images[lines.image_indices[n, k]])
             previous_end = start + 8
         assert 0 <= int(lines.widths[n]) - previous_end <= 3
         torch.testing.assert_close(lines.images[n], expected, rtol=0, atol=0)
@@ -77,19 +79,26 @@ def test_held_out_lines_use_only_held_out_images_of_the_real_data():
 
 def test_composition_is_reproducible_from_the_seed():
     images, digits = synthetic_digit_images()
-    first, second = (train_digits.compose_lines(images, digits, np.arange(50), 8, np.random.default_rng(5))
-                     for _ in range(2))
+    first, second = (
+        train_digits.compose_lines(images, digits, np.arange(50), 8, np.random.default_rng(5)) for _ in range(2)
+    )
     assert torch.equal(first.images, second.images) and torch.equal(first.targets, second.targets)
 
 
-@pytest.mark.parametrize("hypothesis, reference, distance", [
-    ([], [], 0), ([1, 2, 3], [1, 2, 3], 0), ([], [1, 2], 2), ([1, 2], [], 2),
-    ([1, 3, 3], [1, 2, 3], 1),        # one substitution
-    ([1, 2, 3, 4], [1, 2, 3], 1),     # one insertion
-    ([2, 3], [1, 2, 3], 1),           # one deletion
-    ([3, 2, 1], [1, 2, 3], 2),
-    ([1, 1, 2, 2], [2, 2, 1, 1], 4),
-])
+@pytest.mark.parametrize(
+    "hypothesis, reference, distance",
+    [
+        ([], [], 0),
+        ([1, 2, 3], [1, 2, 3], 0),
+        ([], [1, 2], 2),
+        ([1, 2], [], 2),
+        ([1, 3, 3], [1, 2, 3], 1),  # one substitution
+        ([1, 2, 3, 4], [1, 2, 3], 1),  # one insertion
+        ([2, 3], [1, 2, 3], 1),  # one deletion
+        ([3, 2, 1], [1, 2, 3], 2),
+        ([1, 1, 2, 2], [2, 2, 1, 1], 4),
+    ],
+)
 def test_edit_distance(hypothesis, reference, distance):
     assert train_digits.edit_distance(hypothesis, reference) == distance
     assert train_digits.edit_distance(reference, hypothesis) == distance
@@ -126,8 +135,25 @@ def test_script_runs_one_short_epoch_and_writes_both_pictures(tmp_path, capsys):
     pytest.importorskip("sklearn")
     pytest.importorskip("tqdm")
     pytest.importorskip("matplotlib")
-    train_digits.main(["--epochs", "1", "--lines-per-epoch", "64", "--batch-size", "16", "--held-out-lines", "16",
-                       "--beam-lines", "4", "--threads", "1", "--no-progress", "--out-dir", str(tmp_path)])
+    train_digits.main(
+        [
+            "--epochs",
+            "1",
+            "--lines-per-epoch",
+            "64",
+            "--batch-size",
+            "16",
+            "--held-out-lines",
+            "16",
+            "--beam-lines",
+            "4",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     output = capsys.readouterr().out
     assert "held-out label error rate" in output
     for name in ("alignment.png", "training_curves.png"):

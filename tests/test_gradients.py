@@ -1,9 +1,10 @@
 """The gradient is the exact derivative with respect to the raw logits (Eq. 16 of Graves)."""
+
 import pytest
 import torch
+from ctc_cases import make_batch
 
 import ctc_ext
-from ctc_cases import make_batch
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -13,8 +14,9 @@ def test_gradcheck_on_raw_logits(seed, reduction):
     logits = batch.logits.clone().requires_grad_(True)
 
     def loss(x):
-        return ctc_ext.ctc_loss(x, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                                blank=batch.blank, reduction=reduction)
+        return ctc_ext.ctc_loss(
+            x, batch.padded_targets, batch.input_lengths, batch.target_lengths, blank=batch.blank, reduction=reduction
+        )
 
     assert torch.autograd.gradcheck(loss, (logits,), eps=1e-6, atol=1e-8, rtol=1e-6)
 
@@ -23,16 +25,20 @@ def test_gradcheck_batch_first_concatenated_targets():
     batch = make_batch(T=7, N=3, C=4, S=3, seed=11, input_lengths=[7, 6, 5], target_lengths=[3, 2, 1])
     logits = batch.logits.transpose(0, 1).contiguous().requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda x: ctc_ext.ctc_loss(x, batch.concatenated_targets, batch.input_lengths, batch.target_lengths,
-                                   reduction="sum", batch_first=True), (logits,))
+        lambda x: ctc_ext.ctc_loss(
+            x, batch.concatenated_targets, batch.input_lengths, batch.target_lengths, reduction="sum", batch_first=True
+        ),
+        (logits,),
+    )
 
 
 def test_gradient_rows_sum_to_zero_inside_length_and_are_exactly_zero_beyond():
     batch = make_batch(T=30, N=5, C=8, S=6, seed=12, input_lengths=[30, 22, 15, 30, 9])
     for dtype in (torch.float64, torch.float32):
         logits = batch.logits.detach().to(dtype).requires_grad_(True)
-        ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                         reduction="sum").backward()
+        ctc_ext.ctc_loss(
+            logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="sum"
+        ).backward()
         grad = logits.grad
         for n, length in enumerate(batch.input_lengths):
             row_sums = grad[:length, n].double().sum(-1)
@@ -45,8 +51,9 @@ def test_gradient_rows_sum_to_zero_inside_length_and_are_exactly_zero_beyond():
 def test_zero_infinity_gives_zero_loss_and_zero_gradient_for_impossible_samples():
     batch = make_batch(T=6, N=3, C=5, S=5, seed=13, input_lengths=[6, 3, 6], target_lengths=[2, 5, 4])
     logits = batch.logits.clone().requires_grad_(True)
-    losses = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                              reduction="none", zero_infinity=True)
+    losses = ctc_ext.ctc_loss(
+        logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none", zero_infinity=True
+    )
     assert losses[1] == 0 and torch.isfinite(losses).all() and (losses[[0, 2]] > 0).all()
     losses.sum().backward()
     assert torch.count_nonzero(logits.grad[:, 1]) == 0
@@ -56,8 +63,7 @@ def test_zero_infinity_gives_zero_loss_and_zero_gradient_for_impossible_samples(
 def test_impossible_sample_without_zero_infinity_has_inf_loss_and_nan_gradient_like_builtin():
     batch = make_batch(T=6, N=2, C=5, S=5, seed=14, input_lengths=[6, 3], target_lengths=[2, 5])
     logits = batch.logits.clone().requires_grad_(True)
-    losses = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                              reduction="none")
+    losses = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none")
     assert torch.isinf(losses[1]) and torch.isfinite(losses[0])
     losses.sum().backward()
     assert torch.isnan(logits.grad[:3, 1]).all()
@@ -80,7 +86,8 @@ def test_per_sample_losses_pass_gradcheck_through_the_op():
     logits = batch.logits.clone().requires_grad_(True)
     lengths = (torch.tensor(batch.input_lengths), torch.tensor(batch.target_lengths))
     assert torch.autograd.gradcheck(
-        lambda x: ctc_ext.ops.ctc_loss(x, batch.padded_targets, *lengths, 0, 0, False), (logits,))
+        lambda x: ctc_ext.ops.ctc_loss(x, batch.padded_targets, *lengths, 0, 0, False), (logits,)
+    )
 
 
 def test_no_log_alpha_is_kept_when_no_gradient_is_needed():
@@ -94,8 +101,9 @@ def test_no_log_alpha_is_kept_when_no_gradient_is_needed():
     logits = batch.logits.clone().requires_grad_(True)
     with torch.profiler.profile(record_shapes=True) as profile:
         with torch.no_grad():
-            nll = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                                   reduction="none")
+            nll = ctc_ext.ctc_loss(
+                logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none"
+            )
         ctc_ext.ctc_loss(batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)
         ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)
     kept_flags = [event.concrete_inputs[5] for event in profile.events() if event.name == "ctc_ext::ctc_loss_forward"]
@@ -106,24 +114,27 @@ def test_no_log_alpha_is_kept_when_no_gradient_is_needed():
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_cpu_reduction_and_its_gradient_are_host_loops(reduction):
     # On plain CPU tensors the reduction and the per-sample weights of its gradient are loops in
-    # csrc/ctc_loss_op.cpp, not ATen ops (each costs microseconds, more than a tiny batch's
+    # csrc/autograd/ctc_loss_autograd.cpp, not ATen ops (each costs microseconds, more than a tiny batch's
     # kernels); the values are those of the ATen expression.
     batch = make_batch(T=10, N=3, C=5, S=3, seed=18)
     logits = batch.logits.clone().requires_grad_(True)
     with torch.profiler.profile() as profile:
-        loss = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                                reduction=reduction)
+        loss = ctc_ext.ctc_loss(
+            logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction=reduction
+        )
         loss.backward()
     called = {event.name for event in profile.events()}
     assert not called & {"aten::mean", "aten::sum", "aten::div", "aten::clamp_min"}, called
-    losses = ctc_ext.ctc_loss(batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                              reduction="none")
+    losses = ctc_ext.ctc_loss(
+        batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none"
+    )
     lengths = torch.tensor(batch.target_lengths).clamp_min(1)
     expected = (losses / lengths).mean() if reduction == "mean" else losses.sum()
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-12, atol=0)
     reference = logits.detach().clone().requires_grad_(True)
-    per_sample = ctc_ext.ctc_loss(reference, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                                  reduction="none")
+    per_sample = ctc_ext.ctc_loss(
+        reference, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none"
+    )
     ((per_sample / lengths).mean() if reduction == "mean" else per_sample.sum()).backward()
     torch.testing.assert_close(logits.grad, reference.grad, rtol=1e-12, atol=1e-15)
 
@@ -134,8 +145,14 @@ class _Wrapped(torch.Tensor):
 
     @staticmethod
     def __new__(cls, inner):
-        return torch.Tensor._make_wrapper_subclass(cls, inner.shape, strides=inner.stride(), dtype=inner.dtype,
-                                                   device=inner.device, requires_grad=inner.requires_grad)
+        return torch.Tensor._make_wrapper_subclass(
+            cls,
+            inner.shape,
+            strides=inner.stride(),
+            dtype=inner.dtype,
+            device=inner.device,
+            requires_grad=inner.requires_grad,
+        )
 
     def __init__(self, inner):
         self.inner = inner
@@ -144,8 +161,7 @@ class _Wrapped(torch.Tensor):
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         unwrap = lambda value: value.inner if isinstance(value, _Wrapped) else value  # noqa: E731
         wrap = lambda value: _Wrapped(value) if isinstance(value, torch.Tensor) else value  # noqa: E731
-        result = func(*torch.utils._pytree.tree_map(unwrap, args),
-                      **torch.utils._pytree.tree_map(unwrap, kwargs or {}))
+        result = func(*torch.utils._pytree.tree_map(unwrap, args), **torch.utils._pytree.tree_map(unwrap, kwargs or {}))
         return torch.utils._pytree.tree_map(wrap, result)
 
 

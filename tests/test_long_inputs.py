@@ -1,9 +1,10 @@
 """No label-length limit: long utterances and large vocabularies agree with the built-in in float64."""
+
 import pytest
 import torch
+from ctc_cases import builtin_loss, random_labels
 
 import ctc_ext
-from ctc_cases import builtin_loss, random_labels
 
 
 def compare_with_builtin(T, N, C, target_lengths, seed):

@@ -1,5 +1,6 @@
 """ctc_ext.ctc_loss without a gradient takes the op's no-grad branch (no log_alpha, no autograd
 node); it must give exactly what the differentiable path gives, and the built-in's value."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,12 +22,20 @@ def problem():
 def test_no_grad_equals_the_differentiable_path_and_the_builtin(reduction, zero_infinity):
     x, targets, input_lengths, target_lengths = problem()
     with torch.no_grad():
-        fast = ctc_ext.ctc_loss(x, targets, input_lengths, target_lengths, reduction=reduction,
-                                zero_infinity=zero_infinity)
-    slow = ctc_ext.ctc_loss(x.clone().requires_grad_(), targets, input_lengths, target_lengths,
-                            reduction=reduction, zero_infinity=zero_infinity)
-    reference = F.ctc_loss(x.log_softmax(2), targets, input_lengths, target_lengths, reduction=reduction,
-                           zero_infinity=zero_infinity)
+        fast = ctc_ext.ctc_loss(
+            x, targets, input_lengths, target_lengths, reduction=reduction, zero_infinity=zero_infinity
+        )
+    slow = ctc_ext.ctc_loss(
+        x.clone().requires_grad_(),
+        targets,
+        input_lengths,
+        target_lengths,
+        reduction=reduction,
+        zero_infinity=zero_infinity,
+    )
+    reference = F.ctc_loss(
+        x.log_softmax(2), targets, input_lengths, target_lengths, reduction=reduction, zero_infinity=zero_infinity
+    )
     assert not fast.requires_grad and fast.shape == slow.shape == reference.shape
     torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-9, equal_nan=True)

@@ -3,13 +3,14 @@
 Losses are compared directly; gradients are compared with respect to the raw logits, through
 the built-in's usual `log_softmax` pipeline.
 """
+
 import itertools
 
 import pytest
 import torch
+from ctc_cases import builtin_loss, make_batch
 
 import ctc_ext
-from ctc_cases import builtin_loss, make_batch
 
 REDUCTIONS = ["none", "sum", "mean"]
 
@@ -47,8 +48,17 @@ def test_float64_matches_builtin(reduction, zero_infinity, target_format, blank_
     blank = {"first": 0, "middle": C // 2, "last": C - 1}[blank_position]
     # Sample 2 is impossible (8 labels, 5 frames); sample 3 has an empty target; sample 4 has
     # adjacent repeats, which need an extra frame.
-    batch = make_batch(T=16, N=6, C=C, S=8, blank=blank, seed=sum(map(ord, f"{reduction}{target_format}{blank}")),
-                       input_lengths=[16, 12, 5, 9, 14, 16], target_lengths=[8, 3, 8, 0, 6, 5], repeat_labels=True)
+    batch = make_batch(
+        T=16,
+        N=6,
+        C=C,
+        S=8,
+        blank=blank,
+        seed=sum(map(ord, f"{reduction}{target_format}{blank}")),
+        input_lengths=[16, 12, 5, 9, 14, 16],
+        target_lengths=[8, 3, 8, 0, 6, 5],
+        repeat_labels=True,
+    )
     targets = batch.padded_targets if target_format == "padded" else batch.concatenated_targets
     if target_format == "concatenated_int32":
         targets = targets.int()
@@ -56,10 +66,8 @@ def test_float64_matches_builtin(reduction, zero_infinity, target_format, blank_
         input_lengths = lengths_as(length_kind, batch.input_lengths)
         target_lengths = lengths_as(length_kind, batch.target_lengths)
         kwargs = dict(blank=blank, reduction=reduction, zero_infinity=zero_infinity)
-        ours, our_grad = loss_and_grad(ctc_ext.ctc_loss, batch.logits, targets, input_lengths, target_lengths,
-                                       **kwargs)
-        theirs, their_grad = loss_and_grad(builtin_loss, batch.logits, targets, input_lengths, target_lengths,
-                                           **kwargs)
+        ours, our_grad = loss_and_grad(ctc_ext.ctc_loss, batch.logits, targets, input_lengths, target_lengths, **kwargs)
+        theirs, their_grad = loss_and_grad(builtin_loss, batch.logits, targets, input_lengths, target_lengths, **kwargs)
         assert ours.dtype == torch.float64
         assert_close_f64(ours, theirs, f"loss ({length_kind} lengths)")
         assert_close_f64(our_grad, their_grad, f"gradient ({length_kind} lengths)")
@@ -118,11 +126,17 @@ def test_unbatched_input_matches_builtin():
     target = batch.padded_targets[0]
     for input_length, target_length in [(torch.tensor(12), torch.tensor(4)), ([12], [4]), (12, 4)]:
         for reduction in REDUCTIONS:
-            ours, our_grad = loss_and_grad(ctc_ext.ctc_loss, logits, target, input_length, target_length,
-                                           reduction=reduction)
+            ours, our_grad = loss_and_grad(
+                ctc_ext.ctc_loss, logits, target, input_length, target_length, reduction=reduction
+            )
             theirs, their_grad = loss_and_grad(
-                builtin_loss, logits, target, torch.as_tensor(input_length), torch.as_tensor(target_length),
-                reduction=reduction)
+                builtin_loss,
+                logits,
+                target,
+                torch.as_tensor(input_length),
+                torch.as_tensor(target_length),
+                reduction=reduction,
+            )
             assert ours.shape == theirs.shape
             assert_close_f64(ours, theirs, "loss")
             assert_close_f64(our_grad, their_grad, "gradient")

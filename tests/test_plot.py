@@ -1,4 +1,5 @@
 """ctc_ext.reference (the float64 lattice behind the pictures) and ctc_ext.plot_alignment."""
+
 import sys
 
 import pytest
@@ -33,8 +34,14 @@ def test_reference_loss_equals_builtin(frames, target, blank):
     target = [label if blank == 0 else label - 1 for label in target]  # keep labels off the blank
     logits = random_logits(frames)
     _, _, neg_log_likelihood = ctc_lattice_reference(logits, torch.tensor(target), blank)
-    builtin = F.ctc_loss(logits.log_softmax(-1)[:, None], torch.tensor([target + [1 if blank else 2]]), [frames],
-                         [len(target)], blank=blank, reduction="none")
+    builtin = F.ctc_loss(
+        logits.log_softmax(-1)[:, None],
+        torch.tensor([target + [1 if blank else 2]]),
+        [frames],
+        [len(target)],
+        blank=blank,
+        reduction="none",
+    )
     torch.testing.assert_close(neg_log_likelihood, builtin[0], rtol=1e-12, atol=1e-12)
 
 
@@ -44,8 +51,9 @@ def test_alpha_beta_give_the_same_likelihood_at_every_frame(frames, target):
     log_alpha, log_beta, neg_log_likelihood = ctc_lattice_reference(logits, torch.tensor(target))
     emissions = logits.log_softmax(-1)[:, extended_target(torch.tensor(target))]
     per_frame = torch.logsumexp(log_alpha + log_beta - emissions, dim=1)  # (T,) log p(l|x) from frame t
-    torch.testing.assert_close(per_frame, torch.full((frames,), -neg_log_likelihood.item(), dtype=torch.float64),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        per_frame, torch.full((frames,), -neg_log_likelihood.item(), dtype=torch.float64), rtol=1e-12, atol=1e-12
+    )
     occupancy = occupancy_reference(logits, torch.tensor(target))
     torch.testing.assert_close(occupancy.sum(1), torch.ones(frames, dtype=torch.float64))
 
@@ -68,12 +76,15 @@ def test_reference_reports_an_impossible_alignment():
         occupancy_reference(logits, torch.tensor([1, 1, 2]))
 
 
-@pytest.mark.parametrize("alignment, target, states", [
-    ([0, 1, 1, 0, 2], [1, 2], [0, 1, 1, 2, 3]),
-    ([1, 0, 1, 1, 0], [1, 1], [1, 2, 3, 3, 4]),     # a repeat needs the blank between
-    ([2, 3, 3, 3], [2, 3], [1, 3, 3, 3]),             # label to label without a blank
-    ([0, 0, 0], [], [0, 0, 0]),
-])
+@pytest.mark.parametrize(
+    "alignment, target, states",
+    [
+        ([0, 1, 1, 0, 2], [1, 2], [0, 1, 1, 2, 3]),
+        ([1, 0, 1, 1, 0], [1, 1], [1, 2, 3, 3, 4]),  # a repeat needs the blank between
+        ([2, 3, 3, 3], [2, 3], [1, 3, 3, 3]),  # label to label without a blank
+        ([0, 0, 0], [], [0, 0, 0]),
+    ],
+)
 def test_alignment_states(alignment, target, states):
     assert alignment_states(torch.tensor(alignment), torch.tensor(target)).tolist() == states
 
@@ -92,12 +103,15 @@ def test_plot_alignment_names_the_extra_when_matplotlib_is_missing(monkeypatch, 
     assert not (tmp_path / "x.png").exists()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"input_length": 0}, "input_length"),
-    ({"input_length": 13}, "input_length"),
-    ({"blank": 5}, "blank"),
-    ({"labels": ["a", "b"]}, "labels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_length": 0}, "input_length"),
+        ({"input_length": 13}, "input_length"),
+        ({"blank": 5}, "blank"),
+        ({"labels": ["a", "b"]}, "labels"),
+    ],
+)
 def test_plot_alignment_rejects_bad_arguments(kwargs, message, tmp_path):
     pytest.importorskip("matplotlib")
     with pytest.raises(ValueError, match=message):
@@ -115,9 +129,15 @@ def test_plot_alignment_rejects_a_blank_label(tmp_path):
 def test_plot_alignment_writes_a_png(tmp_path, with_image):
     image_module = pytest.importorskip("matplotlib.image", reason="plots need matplotlib: pip install ctc_ext[plot]")
     logits = random_logits(20, seed=3)
-    path = ctc_ext.plot_alignment(logits, torch.tensor([1, 2, 2, 3]), input_length=16, path=tmp_path / "sub" / "a.png",
-                                  labels=["_", "a", "b", "c", "d"], image=torch.rand(8, 32) if with_image else None,
-                                  title="test")
+    path = ctc_ext.plot_alignment(
+        logits,
+        torch.tensor([1, 2, 2, 3]),
+        input_length=16,
+        path=tmp_path / "sub" / "a.png",
+        labels=["_", "a", "b", "c", "d"],
+        image=torch.rand(8, 32) if with_image else None,
+        title="test",
+    )
     assert path == tmp_path / "sub" / "a.png"
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     pixels = image_module.imread(path)

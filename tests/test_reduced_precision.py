@@ -1,9 +1,11 @@
 """float16 / bfloat16 input: float32 arithmetic inside, gradient in the input's dtype, loss in float32."""
+
 import pytest
 import torch
+from ctc_cases import builtin_loss, make_batch, unit_in_last_place
 
 import ctc_ext
-from ctc_cases import builtin_loss, make_batch, unit_in_last_place
+
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("C", [6, 300])

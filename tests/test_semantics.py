@@ -1,11 +1,12 @@
 """Edge cases of the drop-in semantics: empty inputs, empty targets, non-finite inputs."""
+
 import math
 
 import pytest
 import torch
+from ctc_cases import builtin_loss, make_batch
 
 import ctc_ext
-from ctc_cases import builtin_loss, make_batch
 
 
 def test_empty_target_costs_the_blank_path():
@@ -47,13 +48,15 @@ def test_empty_time_axis():
 @pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_input_in_one_sample_leaves_the_others_exact(bad_value):
     batch = make_batch(T=12, N=3, C=5, S=3, seed=21, input_lengths=[12, 12, 12], target_lengths=[3, 2, 3])
-    clean = ctc_ext.ctc_loss(batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                             reduction="none")
+    clean = ctc_ext.ctc_loss(
+        batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none"
+    )
     poisoned = batch.logits.clone()
     poisoned[4, 1, 2] = bad_value
     poisoned.requires_grad_(True)
-    losses = ctc_ext.ctc_loss(poisoned, batch.padded_targets, batch.input_lengths, batch.target_lengths,
-                              reduction="none")
+    losses = ctc_ext.ctc_loss(
+        poisoned, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none"
+    )
     assert torch.equal(losses[[0, 2]], clean[[0, 2]])
     losses[[0, 2]].sum().backward()
     assert torch.isfinite(poisoned.grad[:, [0, 2]]).all()
@@ -93,7 +96,11 @@ def test_loss_dtype_follows_input_dtype():
 
 def test_lengths_of_any_integer_dtype_are_accepted():
     batch = make_batch(T=8, N=2, C=4, S=2, seed=25)
-    a = ctc_ext.ctc_loss(batch.logits, batch.padded_targets, torch.tensor(batch.input_lengths, dtype=torch.int16),
-                         torch.tensor(batch.target_lengths, dtype=torch.uint8))
+    a = ctc_ext.ctc_loss(
+        batch.logits,
+        batch.padded_targets,
+        torch.tensor(batch.input_lengths, dtype=torch.int16),
+        torch.tensor(batch.target_lengths, dtype=torch.uint8),
+    )
     b = ctc_ext.ctc_loss(batch.logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)
     assert torch.equal(a, b)

@@ -26,7 +26,7 @@
 #include <sys/mman.h>
 #endif
 
-#include "../ctc_loss_common.h"
+#include "../arguments.h"
 #include "../ctc_math.h"
 #include "lattice_kernels.h"
 
@@ -42,8 +42,8 @@ using cpu::LatticeKernels;
 const CpuKernelTable* best_kernel_table() {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma")) {
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma")) {
     return cpu::avx512_kernel_table();
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return cpu::avx2_kernel_table();
@@ -73,8 +73,8 @@ const CpuKernelTable& cpu_kernels() {
                                                    : nullptr;
   TORCH_CHECK(name == "generic" || name == "avx2" || name == "avx512",
               "CTC_EXT_CPU_ISA must be generic, avx2 or avx512, got '", name, "'");
-  TORCH_CHECK(cpu_supports(table), "CTC_EXT_CPU_ISA=", name, " is not supported by this CPU or build (best: ",
-              best->isa, ")");
+  TORCH_CHECK(cpu_supports(table), "CTC_EXT_CPU_ISA=", name,
+              " is not supported by this CPU or build (best: ", best->isa, ")");
   return *table;
 }
 
@@ -89,9 +89,7 @@ const LatticeKernels<acc_t>& lattice_kernels() {
 
 // Frames per parallel task in the frame schedule: enough classes per task that a small
 // problem stays on one thread instead of paying for a wake-up.
-int64_t frame_grain(int64_t num_classes) {
-  return std::max<int64_t>(1, 16384 / std::max<int64_t>(num_classes, 1));
-}
+int64_t frame_grain(int64_t num_classes) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(num_classes, 1)); }
 
 // Frame-parallel schedule when there are fewer samples than threads and enough frames for more
 // than one task; CTC_EXT_CPU_SCHEDULE (sample or frame) forces one for tests.
@@ -99,8 +97,7 @@ bool use_frame_schedule(int64_t batch_size, int64_t max_input_length, int64_t nu
   const char* forced = std::getenv("CTC_EXT_CPU_SCHEDULE");
   if (forced != nullptr && forced[0] != '\0') {
     const std::string name = forced;
-    TORCH_CHECK(name == "sample" || name == "frame", "CTC_EXT_CPU_SCHEDULE must be sample or frame, got '", name,
-                "'");
+    TORCH_CHECK(name == "sample" || name == "frame", "CTC_EXT_CPU_SCHEDULE must be sample or frame, got '", name, "'");
     return name == "frame";
   }
   return batch_size < at::get_num_threads() && batch_size * max_input_length > frame_grain(num_classes);
@@ -221,9 +218,8 @@ constexpr int64_t kPrefetchFrames = 2;
 // Returns the negative log-likelihood.
 template <typename scalar_t, typename acc_t>
 acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_logits, int64_t stride_t,
-                         int64_t num_classes, int64_t input_length, SampleWorkspace<acc_t>& ws,
-                         acc_t* log_alpha_block, acc_t* log_alpha_block_end, acc_t* log_normalizer,
-                         bool normalizer_ready) {
+                         int64_t num_classes, int64_t input_length, SampleWorkspace<acc_t>& ws, acc_t* log_alpha_block,
+                         acc_t* log_alpha_block_end, acc_t* log_normalizer, bool normalizer_ready) {
   const int64_t T_n = input_length;
   const int64_t W = ws.num_states;
   const int64_t target_length = (W - 1) / 2;
@@ -240,9 +236,7 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
   if (target_length > T_n) return std::numeric_limits<acc_t>::infinity();  // the target cannot fit
   if (T_n == 0) return 0;                                                  // empty input, empty target
 
-  auto alpha_row = [&](int64_t t) {
-    return log_alpha_block ? log_alpha_block + t * W : ws.rows.data() + (t & 1) * W;
-  };
+  auto alpha_row = [&](int64_t t) { return log_alpha_block ? log_alpha_block + t * W : ws.rows.data() + (t & 1) * W; };
   acc_t* emission = ws.emission.data();
   // row_logsumexp prefetches the next frame itself where it reads the logits in place; the
   // other sweeps ask for frames a few ahead here.
@@ -308,9 +302,9 @@ void fill_frame(scalar_t* grad_frame, int64_t num_classes, scalar_t value) {
 // the occupancies normalised to sum to 1.
 //   frame: (C,) logits in acc_t;  occupancy: (W,) valid on [first, last];  grad_frame: (C,)
 template <typename scalar_t, typename acc_t>
-void write_gradient_frame(const LatticeKernels<acc_t>& kernels, const acc_t* frame, acc_t log_normalizer,
-                          acc_t scale, const acc_t* occupancy, const int64_t* state_labels, int64_t first,
-                          int64_t last, int64_t num_classes, scalar_t* grad_frame, std::vector<acc_t>& buffer) {
+void write_gradient_frame(const LatticeKernels<acc_t>& kernels, const acc_t* frame, acc_t log_normalizer, acc_t scale,
+                          const acc_t* occupancy, const int64_t* state_labels, int64_t first, int64_t last,
+                          int64_t num_classes, scalar_t* grad_frame, std::vector<acc_t>& buffer) {
   acc_t* row;
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     row = grad_frame;
@@ -410,8 +404,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_cpu(const at::Te
     acc_t* alpha_data = log_alpha.data_ptr<acc_t>();
     acc_t* normalizer_data = log_normalizer.data_ptr<acc_t>();
     for (int64_t n = 0; n < N; ++n) {
-      std::fill(normalizer_data + n * T + std::min(std::max<int64_t>(input_length[n], 0), T), normalizer_data + (n + 1) * T,
-                acc_t(0));
+      std::fill(normalizer_data + n * T + std::min(std::max<int64_t>(input_length[n], 0), T),
+                normalizer_data + (n + 1) * T, acc_t(0));
     }
     if (by_frame) {
       at::parallel_for(0, N * T, frame_grain(C), [&](int64_t begin, int64_t end) {
@@ -441,9 +435,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_cpu(const at::Te
             block_end = n + 1 < N ? alpha_data + log_alpha_offset(n + 1, label_start[n + 1], T)
                                   : alpha_data + log_alpha.numel();
           }
-          nll_data[n] = forward_one_sample<scalar_t, acc_t>(kernels, logits_data + n * stride_n, stride_t, C,
-                                                            input_length[n], ws, block, block_end,
-                                                            normalizer_data + n * T, by_frame);
+          nll_data[n] =
+              forward_one_sample<scalar_t, acc_t>(kernels, logits_data + n * stride_n, stride_t, C, input_length[n], ws,
+                                                  block, block_end, normalizer_data + n * T, by_frame);
         }
       });
     });
@@ -524,7 +518,8 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
                 });
           }
           if (by_frame) continue;
-          for (int64_t t = T_n; t < T; ++t) fill_frame(grad_data + n * grad_stride_n + t * grad_stride_t, C, scalar_t(0));
+          for (int64_t t = T_n; t < T; ++t)
+            fill_frame(grad_data + n * grad_stride_n + t * grad_stride_t, C, scalar_t(0));
         }
       });
       if (!by_frame) return;
@@ -552,8 +547,8 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
           const acc_t* frame = frame_as_acc(kernels, logits_data + n * stride_n + t * stride_t, C, ws.frame);
           const acc_t* occupancy = occupancy_data + log_alpha_offset(n, label_start[n], T) + t * W;
           write_gradient_frame<scalar_t, acc_t>(kernels, frame, normalizer_data[n * T + t], scale_data[n], occupancy,
-                                                ws.labels.data(), band_first(t, T_n, W), band_last(t, W), C,
-                                                grad_frame, ws.grad);
+                                                ws.labels.data(), band_first(t, T_n, W), band_last(t, W), C, grad_frame,
+                                                ws.grad);
         }
       });
     });
@@ -579,8 +574,8 @@ at::Tensor simd_math_cpu(const at::Tensor& input, c10::string_view function, c10
     TORCH_CHECK(dtype == (half ? at::kHalf : at::kBFloat16), "input of ", std::string(function), " must be ",
                 half ? "float16" : "bfloat16");
     at::Tensor out = at::empty(in.sizes(), in.options().dtype(at::kFloat));
-    (half ? table->f32.half_to_acc : table->f32.bfloat16_to_acc)(
-        reinterpret_cast<const uint16_t*>(in.const_data_ptr()), out.data_ptr<float>(), in.numel());
+    (half ? table->f32.half_to_acc : table->f32.bfloat16_to_acc)(reinterpret_cast<const uint16_t*>(in.const_data_ptr()),
+                                                                 out.data_ptr<float>(), in.numel());
     return out;
   }
   if (function == "float_to_half" || function == "float_to_bfloat16") {
@@ -609,22 +604,17 @@ at::Tensor simd_math_cpu(const at::Tensor& input, c10::string_view function, c10
 }
 
 // The instruction set the kernels use now (honouring CTC_EXT_CPU_ISA), for the benchmark report.
-std::string cpu_kernel_isa() {
-  return cpu_kernels().isa;
-}
+std::string cpu_kernel_isa() { return cpu_kernels().isa; }
 
 }  // namespace
-
-// Internal operators for tests and benchmarks, next to the public schemas of csrc/ops.cpp.
-TORCH_LIBRARY_FRAGMENT(ctc_ext, m) {
-  m.def("_simd_math(Tensor input, str function, str isa) -> Tensor");
-  m.def("_cpu_kernel_isa() -> str", &cpu_kernel_isa);
-}
 
 TORCH_LIBRARY_IMPL(ctc_ext, CPU, m) {
   m.impl("ctc_loss_forward", &ctc_loss_forward_cpu);
   m.impl("ctc_loss_backward", &ctc_loss_backward_cpu);
   m.impl("_simd_math", &simd_math_cpu);
 }
+
+// _cpu_kernel_isa takes no tensor, so it has no dispatch key: a catch-all kernel.
+TORCH_LIBRARY_IMPL(ctc_ext, CompositeExplicitAutograd, m) { m.impl("_cpu_kernel_isa", &cpu_kernel_isa); }
 
 }  // namespace ctc_ext

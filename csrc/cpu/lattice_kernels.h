@@ -24,8 +24,8 @@ struct LatticeKernels {
                      int64_t begin, int64_t end);
   // For s in [begin, end), end <= W - 2:
   //   current[s] = emission[s] + logsumexp(next[s], next[s+1], next[s+2] + skip_penalty[s+2])
-  void (*beta_step)(const acc_t* next, const acc_t* emission, const acc_t* skip_penalty, acc_t* current,
-                    int64_t begin, int64_t end);
+  void (*beta_step)(const acc_t* next, const acc_t* emission, const acc_t* skip_penalty, acc_t* current, int64_t begin,
+                    int64_t end);
   // occupancy[s] = exp(log_alpha[s] + log_beta[s] - emission[s] + neg_log_likelihood), s in [begin, end).
   void (*occupancy)(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emission, acc_t neg_log_likelihood,
                     acc_t* occupancy, int64_t begin, int64_t end);

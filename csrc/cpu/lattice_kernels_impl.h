@@ -113,14 +113,16 @@ acc_t row_logsumexp(const acc_t* row, int64_t num_classes, const acc_t* prefetch
 }
 
 template <typename acc_t>
-void alpha_step(const acc_t* previous, const acc_t* emission, const acc_t* skip_penalty, acc_t* current,
-                int64_t begin, int64_t end) {
+void alpha_step(const acc_t* previous, const acc_t* emission, const acc_t* skip_penalty, acc_t* current, int64_t begin,
+                int64_t end) {
   for_each_vector<acc_t>(begin, end, [&](int64_t s, int valid) {
     constexpr acc_t minus_inf = -__builtin_huge_val();
     const auto stay = load_partial(previous + s, valid, minus_inf);
     const auto advance = load_partial(previous + s - 1, valid, minus_inf);
-    const auto skip = load_partial(previous + s - 2, valid, minus_inf) + load_partial(skip_penalty + s, valid, minus_inf);
-    store_partial(current + s, load_partial(emission + s, valid, acc_t(0)) + log_add3<acc_t>(stay, advance, skip), valid);
+    const auto skip =
+        load_partial(previous + s - 2, valid, minus_inf) + load_partial(skip_penalty + s, valid, minus_inf);
+    store_partial(current + s, load_partial(emission + s, valid, acc_t(0)) + log_add3<acc_t>(stay, advance, skip),
+                  valid);
   });
 }
 
@@ -131,8 +133,10 @@ void beta_step(const acc_t* next, const acc_t* emission, const acc_t* skip_penal
     constexpr acc_t minus_inf = -__builtin_huge_val();
     const auto stay = load_partial(next + s, valid, minus_inf);
     const auto advance = load_partial(next + s + 1, valid, minus_inf);
-    const auto skip = load_partial(next + s + 2, valid, minus_inf) + load_partial(skip_penalty + s + 2, valid, minus_inf);
-    store_partial(current + s, load_partial(emission + s, valid, acc_t(0)) + log_add3<acc_t>(stay, advance, skip), valid);
+    const auto skip =
+        load_partial(next + s + 2, valid, minus_inf) + load_partial(skip_penalty + s + 2, valid, minus_inf);
+    store_partial(current + s, load_partial(emission + s, valid, acc_t(0)) + log_add3<acc_t>(stay, advance, skip),
+                  valid);
   });
 }
 
@@ -141,7 +145,8 @@ void occupancy(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emiss
                acc_t* out, int64_t begin, int64_t end) {
   for_each_vector<acc_t>(begin, end, [&](int64_t s, int valid) {
     constexpr acc_t minus_inf = -__builtin_huge_val();
-    const auto log_occupancy = load_partial(log_alpha + s, valid, minus_inf) + load_partial(log_beta + s, valid, minus_inf) -
+    const auto log_occupancy = load_partial(log_alpha + s, valid, minus_inf) +
+                               load_partial(log_beta + s, valid, minus_inf) -
                                load_partial(emission + s, valid, acc_t(0)) + neg_log_likelihood;
     store_partial(out + s, vexp(log_occupancy), valid);
   });
@@ -269,10 +274,19 @@ void narrow_row(const float* in, uint16_t* out, int64_t count) {
 
 template <typename acc_t>
 LatticeKernels<acc_t> lattice_kernels() {
-  LatticeKernels<acc_t> kernels{&row_logsumexp<acc_t>, &alpha_step<acc_t>, &beta_step<acc_t>, &occupancy<acc_t>,
-                                &gather_emissions<acc_t>, &scaled_softmax<acc_t>, &exp_elementwise<acc_t>,
-                                &log_elementwise<acc_t>, &exp_nonpositive_elementwise<acc_t>,
-                                nullptr, nullptr, nullptr, nullptr};
+  LatticeKernels<acc_t> kernels{&row_logsumexp<acc_t>,
+                                &alpha_step<acc_t>,
+                                &beta_step<acc_t>,
+                                &occupancy<acc_t>,
+                                &gather_emissions<acc_t>,
+                                &scaled_softmax<acc_t>,
+                                &exp_elementwise<acc_t>,
+                                &log_elementwise<acc_t>,
+                                &exp_nonpositive_elementwise<acc_t>,
+                                nullptr,
+                                nullptr,
+                                nullptr,
+                                nullptr};
   if constexpr (std::is_same_v<acc_t, float>) {
     kernels.half_to_acc = &widen_row<half_bits_to_float>;
     kernels.acc_to_half = &narrow_row<float_to_half_bits>;

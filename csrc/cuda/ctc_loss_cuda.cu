@@ -33,10 +33,9 @@ at::Tensor ctc_loss_backward_cuda(const at::Tensor& grad_nll, const at::Tensor& 
                                   const at::Tensor& log_normalizer, int64_t blank, bool zero_infinity) {
   check_on_cuda(logits);
   const c10::cuda::CUDAGuard device_guard(logits.device());
-  return ctc_loss_backward_device(grad_nll, logits, targets, input_lengths, target_lengths, neg_log_likelihood,
-                                  log_alpha, log_normalizer, blank, zero_infinity,
-                                  multiprocessor_count(logits.device().index()),
-                                  c10::cuda::getCurrentCUDAStream().stream());
+  return ctc_loss_backward_device(
+      grad_nll, logits, targets, input_lengths, target_lengths, neg_log_likelihood, log_alpha, log_normalizer, blank,
+      zero_infinity, multiprocessor_count(logits.device().index()), c10::cuda::getCurrentCUDAStream().stream());
 }
 
 }  // namespace

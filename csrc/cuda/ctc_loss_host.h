@@ -18,7 +18,7 @@
 
 #include <tuple>
 
-#include "../ctc_loss_common.h"
+#include "../arguments.h"
 #include "../ctc_math.h"
 
 namespace ctc_ext {
@@ -31,8 +31,8 @@ inline void check_values_on_host_if_there(const at::Tensor& logits, const at::Te
   const bool values_on_host = targets.is_cpu() && input_lengths.is_cpu() && target_lengths.is_cpu();
   if (!values_on_host || logits.is_cpu() || logits.dim() != 3) return;
   // A logits stand-in on the CPU: prepare_ctc_problem only looks at its shape and dtype.
-  const at::Tensor host_logits = at::empty({1, 1, 1}, logits.options().device(at::kCPU))
-                                     .expand({logits.size(0), logits.size(1), logits.size(2)});
+  const at::Tensor host_logits =
+      at::empty({1, 1, 1}, logits.options().device(at::kCPU)).expand({logits.size(0), logits.size(1), logits.size(2)});
   check_ctc_values_on_cpu(prepare_ctc_problem(host_logits, targets, input_lengths, target_lengths, blank));
 }
 
@@ -90,9 +90,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_device(
 inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at::Tensor& logits_in,
                                            const at::Tensor& targets, const at::Tensor& input_lengths,
                                            const at::Tensor& target_lengths, const at::Tensor& neg_log_likelihood,
-                                           const at::Tensor& log_alpha, const at::Tensor& log_normalizer,
-                                           int64_t blank, bool zero_infinity, int64_t multiprocessor_count,
-                                           cudaStream_t stream) {
+                                           const at::Tensor& log_alpha, const at::Tensor& log_normalizer, int64_t blank,
+                                           bool zero_infinity, int64_t multiprocessor_count, cudaStream_t stream) {
   check_values_on_host_if_there(logits_in, targets, input_lengths, target_lengths, blank);
   const CtcProblem problem = prepare_ctc_problem(logits_in, targets, input_lengths, target_lengths, blank);
   const at::Tensor logits = with_contiguous_classes(logits_in);

@@ -1,6 +1,6 @@
 // CUDA kernels of the CTC loss and their launch configuration, on raw pointers only (no torch
 // types), so that the very same source also compiles with g++ against the CPU emulation in
-// csrc/cuda/emulation/cuda_emulation.h (include that header first).  The recurrence itself
+// tests/cuda_emulation/cuda_emulation.h (include that header first).  The recurrence itself
 // (log-space helpers, extended labels, band, log_alpha layout) comes from ctc_math.h.
 //
 // Schedule (T frames, N samples, C classes, W_n = 2 L_n + 1 extended states of sample n):
@@ -54,7 +54,7 @@ __device__ __forceinline__ unsigned char* dynamic_shared_memory() {
 template <typename... KernelArgs, typename... Args>
 void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                    Args... args) {
-  kernel<<<grid, block, shared_bytes, stream>>>(args...);
+  kernel<<<grid, block, shared_bytes, stream> > >(args...);
   CTC_CHECK_LAUNCH();
 }
 #endif
@@ -62,27 +62,27 @@ void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t 
 // What every kernel knows about the problem, all on the device.
 template <typename scalar_t, typename index_t>
 struct CtcProblemView {
-  const scalar_t* logits;        // (T, N, C), class stride 1
+  const scalar_t* logits;  // (T, N, C), class stride 1
   int64_t logits_stride_t;
   int64_t logits_stride_n;
-  const index_t* labels;         // (num_target_slots,) flattened targets
-  const int64_t* label_start;    // (N,) where sample n's labels begin in `labels`
-  const int64_t* input_lengths;  // (N,)
-  const int64_t* target_lengths; // (N,)
-  int64_t max_input_length;      // T
-  int64_t batch_size;            // N
-  int64_t num_classes;           // C
+  const index_t* labels;          // (num_target_slots,) flattened targets
+  const int64_t* label_start;     // (N,) where sample n's labels begin in `labels`
+  const int64_t* input_lengths;   // (N,)
+  const int64_t* target_lengths;  // (N,)
+  int64_t max_input_length;       // T
+  int64_t batch_size;             // N
+  int64_t num_classes;            // C
   int64_t blank;
   int64_t num_target_slots;
-  int64_t padded_width;          // S for (N, S) padded targets, -1 for concatenated ones
+  int64_t padded_width;  // S for (N, S) padded targets, -1 for concatenated ones
 };
 
 // How the backward classifies a sample (written by backward_lattice_kernel, read per row).
 enum SampleState : int32_t {
-  kSampleCompute = 0,   // finite loss: the Eq. 16 gradient
-  kSampleZero = 1,      // infinite loss with zero_infinity: zero gradient
-  kSampleNaN = 2,       // infinite loss: NaN for t < T_n, zero beyond, like the CPU kernel
-  kSampleInvalid = 3,   // invalid lengths or labels: NaN in every row, nothing out of range read
+  kSampleCompute = 0,  // finite loss: the Eq. 16 gradient
+  kSampleZero = 1,     // infinite loss with zero_infinity: zero gradient
+  kSampleNaN = 2,      // infinite loss: NaN for t < T_n, zero beyond, like the CPU kernel
+  kSampleInvalid = 3,  // invalid lengths or labels: NaN in every row, nothing out of range read
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -126,8 +126,7 @@ __device__ __forceinline__ acc_t band_entry(const acc_t* row, int64_t s, int64_t
 // are visited in grid-stride groups of rows_per_block.  Shared: threads_per_row * rows_per_block
 // acc_t partials.
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p,
-                                      acc_t* log_normalizer /* (N, T) */) {
+__global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p, acc_t* log_normalizer /* (N, T) */) {
   acc_t* partials = reinterpret_cast<acc_t*>(dynamic_shared_memory());
   const int64_t T = p.max_input_length, N = p.batch_size, C = p.num_classes;
   const int64_t num_rows = T * N;
@@ -178,8 +177,7 @@ __global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p,
 //   log_normalizer: (N, T) from log_normalizer_kernel
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool keep_log_alpha,
-                                       acc_t* neg_log_likelihood, acc_t* log_alpha,
-                                       const acc_t* log_normalizer) {
+                                       acc_t* neg_log_likelihood, acc_t* log_alpha, const acc_t* log_normalizer) {
   const int64_t n = blockIdx.x;
   if (!block_sample_is_valid(p, n)) {
     if (threadIdx.x == 0) neg_log_likelihood[n] = std::numeric_limits<acc_t>::quiet_NaN();
@@ -233,24 +231,23 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
         current[s] = neg_inf<acc_t>();
         continue;
       }
-      const acc_t emission =
-          static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
+      const acc_t emission = static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
       if (t == 0) {
         current[s] = emission;
         continue;
       }
       const acc_t stay = band_entry(previous, s, previous_first, previous_last);
       const acc_t advance = band_entry(previous, s - 1, previous_first, previous_last);
-      const acc_t skip = can_skip_from(labels, 1, s) ? band_entry(previous, s - 2, previous_first, previous_last)
-                                                     : neg_inf<acc_t>();
+      const acc_t skip =
+          can_skip_from(labels, 1, s) ? band_entry(previous, s - 2, previous_first, previous_last) : neg_inf<acc_t>();
       current[s] = emission + log_add3(stay, advance, skip);
     }
     __syncthreads();
   }
   if (threadIdx.x == 0) {
     const acc_t* last_row = alpha_row(input_length - 1);
-    const acc_t log_likelihood = num_states >= 2 ? log_add(last_row[num_states - 1], last_row[num_states - 2])
-                                                 : last_row[num_states - 1];
+    const acc_t log_likelihood =
+        num_states >= 2 ? log_add(last_row[num_states - 1], last_row[num_states - 2]) : last_row[num_states - 1];
     neg_log_likelihood[n] = -log_likelihood;
   }
 }
@@ -265,9 +262,8 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
 //   sample_state: (N,) int32
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool zero_infinity,
-                                        const acc_t* neg_log_likelihood, const acc_t* log_normalizer,
-                                        acc_t* log_beta, int64_t* previous_same_label, int64_t* next_same_label,
-                                        int32_t* sample_state) {
+                                        const acc_t* neg_log_likelihood, const acc_t* log_normalizer, acc_t* log_beta,
+                                        int64_t* previous_same_label, int64_t* next_same_label, int32_t* sample_state) {
   const int64_t n = blockIdx.x;
   if (!block_sample_is_valid(p, n)) {
     if (threadIdx.x == 0) sample_state[n] = kSampleInvalid;
@@ -319,8 +315,7 @@ __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, boo
     acc_t* current = beta_block + t * num_states;
     const acc_t* next = beta_block + (t + 1) * num_states;
     for (int64_t s = first + threadIdx.x; s <= last; s += blockDim.x) {
-      const acc_t emission =
-          static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
+      const acc_t emission = static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
       if (t == input_length - 1) {
         current[s] = emission;  // the band of the last frame is exactly the two final states
         continue;
@@ -357,7 +352,8 @@ __global__ void gradient_kernel(CtcProblemView<scalar_t, index_t> p, const acc_t
     const int32_t state = sample_state[n];
     // the branch is uniform over the block: every thread sees the same row
     if (state == kSampleInvalid || (state == kSampleNaN && t < p.input_lengths[n])) {
-      for (int64_t k = threadIdx.x; k < C; k += blockDim.x) grad_row[k] = static_cast<scalar_t>(std::numeric_limits<acc_t>::quiet_NaN());
+      for (int64_t k = threadIdx.x; k < C; k += blockDim.x)
+        grad_row[k] = static_cast<scalar_t>(std::numeric_limits<acc_t>::quiet_NaN());
       continue;
     }
     if (state != kSampleCompute || t >= p.input_lengths[n]) {
@@ -479,8 +475,7 @@ void launch_ctc_forward(const CtcProblemView<scalar_t, index_t>& p, bool keep_lo
   }
   const LaunchShape lattice = lattice_launch_shape(p.batch_size, p.num_target_slots, p.padded_width);
   launch_kernel(forward_lattice_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block, lattice.shared_bytes,
-                stream, p, keep_log_alpha, neg_log_likelihood, log_alpha,
-                static_cast<const acc_t*>(log_normalizer));
+                stream, p, keep_log_alpha, neg_log_likelihood, log_alpha, static_cast<const acc_t*>(log_normalizer));
 }
 
 // The whole backward.  Scratch: log_beta of log_alpha_numel(N, slots, T) acc_t, two int64
@@ -488,9 +483,9 @@ void launch_ctc_forward(const CtcProblemView<scalar_t, index_t>& p, bool keep_lo
 template <typename scalar_t, typename acc_t, typename index_t>
 void launch_ctc_backward(const CtcProblemView<scalar_t, index_t>& p, bool zero_infinity, const acc_t* grad_nll,
                          const acc_t* neg_log_likelihood, const acc_t* log_alpha, const acc_t* log_normalizer,
-                         acc_t* log_beta, int64_t* previous_same_label, int64_t* next_same_label,
-                         int32_t* sample_state, scalar_t* grad, int64_t grad_stride_t, int64_t grad_stride_n,
-                         int64_t multiprocessor_count, cudaStream_t stream) {
+                         acc_t* log_beta, int64_t* previous_same_label, int64_t* next_same_label, int32_t* sample_state,
+                         scalar_t* grad, int64_t grad_stride_t, int64_t grad_stride_n, int64_t multiprocessor_count,
+                         cudaStream_t stream) {
   if (p.batch_size == 0 || p.max_input_length == 0) return;
   const LaunchShape lattice = lattice_launch_shape(p.batch_size, p.num_target_slots, p.padded_width);
   launch_kernel(backward_lattice_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block, lattice.shared_bytes,

@@ -1,6 +1,6 @@
 // CUDA implementations of ctc_ext::greedy_decode and ctc_ext::forced_align: the device guard, the
 // current stream and the launch checks around the host code (decode_host.h) and the kernels
-// (decode_kernels.cuh).  beam_search stays CPU-only (csrc/decode/beam_search_cpu.cpp).
+// (decode_kernels.cuh).  beam_search stays CPU-only (csrc/cpu/beam_search_cpu.cpp).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>

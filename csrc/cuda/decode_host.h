@@ -18,8 +18,7 @@
 
 #include <tuple>
 
-#include "../ctc_loss_common.h"
-#include "../decode/decode_common.h"
+#include "../arguments.h"
 
 namespace ctc_ext {
 namespace cuda {
@@ -28,8 +27,8 @@ namespace cuda {
 //   logits (T, N, C) floating, input_lengths (N,) integer ->
 //   labels (N, T) int64 padded with -1, label_lengths (N,) int64.
 inline std::tuple<at::Tensor, at::Tensor> greedy_decode_device(const at::Tensor& logits_in,
-                                                                const at::Tensor& input_lengths, int64_t blank,
-                                                                int64_t multiprocessor_count, cudaStream_t stream) {
+                                                               const at::Tensor& input_lengths, int64_t blank,
+                                                               int64_t multiprocessor_count, cudaStream_t stream) {
   TORCH_CHECK(logits_in.dim() == 3, "logits must be 3-D (T, N, C), got shape ", logits_in.sizes());
   // A problem with an empty target for every sample, as in checked_decode_input_lengths: the
   // loss's checks of logits, blank and input_lengths apply unchanged.

@@ -1,7 +1,7 @@
 // CUDA kernels of the greedy decoder and the forced aligner, on raw pointers only (no torch
 // types), so that the same source compiles with g++ against the CPU emulation like
 // ctc_loss_kernels.cuh (include the emulation header first, and define CTC_CHECK_LAUNCH()).
-// They reproduce the CPU ops of csrc/decode/ bit for bit: the same comparisons in the same order,
+// They reproduce the CPU ops of csrc/cpu/ bit for bit: the same comparisons in the same order,
 // the same tie rules, the same normaliser (computed by the host code with normalised_frames).
 //
 // Schedule (T frames, N samples, C classes, W_n = 2 L_n + 1 extended states of sample n):

@@ -1,12 +1,13 @@
 """Builds the emulated-CUDA test extension on demand (tests/cuda_emulation/emulation_ext.cpp).
 
 The CUDA kernel sources (csrc/cuda/ctc_loss_kernels.cuh, decode_kernels.cuh) and the CUDA host
-code (csrc/cuda/ctc_loss_host.h, decode_host.h) are compiled with g++ against csrc/cuda/emulation/cuda_emulation.h.
+code (csrc/cuda/ctc_loss_host.h, decode_host.h) are compiled with g++ against tests/cuda_emulation/cuda_emulation.h.
 CTC_EXT_EMULATION_ASAN=1 builds it with AddressSanitizer, CTC_EXT_EMULATION_TSAN=1 with
 ThreadSanitizer (races between the threads of a block); run python with libasan / libtsan
 preloaded, see scripts/ci_cuda.sh.  The build lives under build/ of the checkout, one folder per
 flavour and torch version.
 """
+
 import os
 import sys
 
@@ -37,10 +38,11 @@ def _build():
         ldflags += ["-fsanitize=thread"]
     return load(
         name=f"ctc_cuda_emulation_{flavour}",
-        sources=[os.path.join(ROOT, "tests", "cuda_emulation", "emulation_ext.cpp"),
-                 os.path.join(ROOT, "tests", "cuda_emulation", "emulation_ops.cpp"),
-                 os.path.join(ROOT, "csrc", "ctc_loss_common.cpp"),
-                 os.path.join(ROOT, "csrc", "decode", "decode_common.cpp")],
+        sources=[
+            os.path.join(ROOT, "tests", "cuda_emulation", "emulation_ext.cpp"),
+            os.path.join(ROOT, "tests", "cuda_emulation", "emulation_ops.cpp"),
+            os.path.join(ROOT, "csrc", "arguments.cpp"),
+        ],
         extra_cflags=cflags,
         extra_ldflags=ldflags,
         build_directory=build_dir,

@@ -1,7 +1,7 @@
 // The CUDA kernels and host code of csrc/cuda, compiled by g++ against the CPU emulation header
 // and run on CPU tensors (bound to Python in emulation_ext.cpp; a separate file so that editing a
 // kernel rebuilds only this one).
-#include "../../csrc/cuda/emulation/cuda_emulation.h"
+#include "cuda_emulation.h"
 
 #define CTC_CHECK_LAUNCH() ((void)0)  // the emulated launch throws on an invalid configuration
 #include "../../csrc/cuda/ctc_loss_kernels.cuh"
@@ -29,9 +29,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits,
 
 at::Tensor backward(const at::Tensor& grad_nll, const at::Tensor& logits, const at::Tensor& targets,
                     const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                    const at::Tensor& neg_log_likelihood, const at::Tensor& log_alpha,
-                    const at::Tensor& log_normalizer, int64_t blank, bool zero_infinity,
-                    int64_t multiprocessor_count) {
+                    const at::Tensor& neg_log_likelihood, const at::Tensor& log_alpha, const at::Tensor& log_normalizer,
+                    int64_t blank, bool zero_infinity, int64_t multiprocessor_count) {
   check_on_cpu(logits);
   return ctc_ext::cuda::ctc_loss_backward_device(grad_nll, logits, targets, input_lengths, target_lengths,
                                                  neg_log_likelihood, log_alpha, log_normalizer, blank, zero_infinity,
@@ -61,11 +60,10 @@ std::vector<int64_t> launch_shapes(int64_t T, int64_t N, int64_t C, int64_t num_
       gradient_launch_shape(T, N, C, num_target_slots, padded_width, acc_size, multiprocessor_count)};
   std::vector<int64_t> out;
   for (const auto& shape : shapes) {
-    out.insert(out.end(), {shape.grid.x, shape.block.x * shape.block.y * shape.block.z,
-                           static_cast<int64_t>(shape.shared_bytes)});
+    out.insert(out.end(),
+               {shape.grid.x, shape.block.x * shape.block.y * shape.block.z, static_cast<int64_t>(shape.shared_bytes)});
   }
   return out;
 }
 
 }  // namespace ctc_emulation_ops
-

@@ -16,9 +16,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits,
 
 at::Tensor backward(const at::Tensor& grad_nll, const at::Tensor& logits, const at::Tensor& targets,
                     const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                    const at::Tensor& neg_log_likelihood, const at::Tensor& log_alpha,
-                    const at::Tensor& log_normalizer, int64_t blank, bool zero_infinity,
-                    int64_t multiprocessor_count);
+                    const at::Tensor& neg_log_likelihood, const at::Tensor& log_alpha, const at::Tensor& log_normalizer,
+                    int64_t blank, bool zero_infinity, int64_t multiprocessor_count);
 
 std::tuple<at::Tensor, at::Tensor> greedy_decode(const at::Tensor& logits, const at::Tensor& input_lengths,
                                                  int64_t blank, int64_t multiprocessor_count);

@@ -6,6 +6,7 @@ tests/test_decode.py) are the reference, and the CUDA kernels must reproduce the
 the same argmax tie rule, the same Viterbi comparisons and back-pointers, the same normaliser.
 Run alone with `pytest -m cuda_emulation`.
 """
+
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ import ctc_ext
 
 pytestmark = pytest.mark.cuda_emulation
 
-SMALL_GPU = 2   # multiprocessor count for the argmax grid: grid-stride loops run
+SMALL_GPU = 2  # multiprocessor count for the argmax grid: grid-stride loops run
 
 
 def random_targets(generator, N, S, C, blank, repeats=False):
@@ -45,6 +46,7 @@ def assert_align_equal(emulated, logits, targets, input_lengths, target_lengths,
 # ---------------------------------------------------------------------------------------------
 # greedy_decode
 
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("blank", [0, 4])
 def test_greedy_matches_cpu_op_with_ragged_lengths(emulated, dtype, blank):
@@ -68,10 +70,10 @@ def test_greedy_ties_pick_the_first_largest_class_like_the_cpu_op(emulated):
 
 def test_greedy_nan_and_infinite_frames_match_cpu_op(emulated):
     logits = torch.randn(20, 3, 6, generator=torch.Generator().manual_seed(3))
-    logits[2, 0, 4] = float("nan")            # NaN wins the argmax, like at::argmax
-    logits[5, 1, :] = float("-inf")           # all -inf: class 0
+    logits[2, 0, 4] = float("nan")  # NaN wins the argmax, like at::argmax
+    logits[5, 1, :] = float("-inf")  # all -inf: class 0
     logits[7, 2, 3] = float("inf")
-    logits[8, 2, [1, 5]] = float("nan")        # the first NaN wins
+    logits[8, 2, [1, 5]] = float("nan")  # the first NaN wins
     assert_greedy_equal(emulated, logits, torch.tensor([20, 20, 20]), blank=0)
 
 
@@ -81,8 +83,9 @@ def test_greedy_many_classes_and_grid_stride_match_cpu_op(emulated, C):
     generator = torch.Generator().manual_seed(C)
     logits = torch.randn(25, 3, C, generator=generator, dtype=torch.float64)
     for multiprocessor_count in (1, 4):
-        assert_greedy_equal(emulated, logits, torch.tensor([25, 11, 24]), blank=C - 1,
-                            multiprocessor_count=multiprocessor_count)
+        assert_greedy_equal(
+            emulated, logits, torch.tensor([25, 11, 24]), blank=C - 1, multiprocessor_count=multiprocessor_count
+        )
 
 
 def test_greedy_strided_logits_match_cpu_op(emulated):
@@ -123,6 +126,7 @@ def test_greedy_is_deterministic(emulated):
 # ---------------------------------------------------------------------------------------------
 # forced_align
 
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("padded", [True, False])
 def test_align_matches_cpu_op_with_ragged_lengths(emulated, dtype, padded):
@@ -133,7 +137,7 @@ def test_align_matches_cpu_op_with_ragged_lengths(emulated, dtype, padded):
     target_lengths = torch.tensor([9, 6, 3, 1, 0])
     targets = random_targets(generator, N, S, C, blank=0)
     if not padded:
-        targets = torch.cat([targets[n, :target_lengths[n]] for n in range(N)])
+        targets = torch.cat([targets[n, : target_lengths[n]] for n in range(N)])
     alignment, _, path_log_prob = assert_align_equal(emulated, logits, targets, input_lengths, target_lengths, 0)
     assert torch.isfinite(path_log_prob).all()
     assert (alignment[3, 9:] == -1).all() and (alignment[0] >= 0).all()
@@ -164,7 +168,8 @@ def test_align_empty_targets_and_empty_inputs_match_cpu_op(emulated):
     logits = torch.randn(6, 3, 5, generator=torch.Generator().manual_seed(13))
     targets = torch.tensor([[1, 2], [1, 2], [1, 2]])
     alignment, frame_log_probs, path_log_prob = assert_align_equal(
-        emulated, logits, targets, torch.tensor([6, 0, 0]), torch.tensor([0, 0, 2]), 0)
+        emulated, logits, targets, torch.tensor([6, 0, 0]), torch.tensor([0, 0, 2]), 0
+    )
     assert (alignment[0] == 0).all()  # all blank
     assert path_log_prob[1] == 0 and path_log_prob[2] == float("-inf")
 
@@ -174,12 +179,17 @@ def test_align_impossible_samples_get_minus_inf_like_the_cpu_op(emulated):
     T, N, C = 8, 4, 5
     logits = torch.randn(T, N, C, generator=generator)
     logits[:, 3, 2] = float("-inf")  # sample 3 needs class 2, which has probability 0
-    targets = torch.tensor([[1, 2, 3, 4, 1, 2, 3, 4, 1],   # longer than its input
-                            [1, 1, 1, 1, 1, 0, 0, 0, 0],   # 5 repeats need 9 frames
-                            [1, 2, 3, 0, 0, 0, 0, 0, 0],   # possible
-                            [1, 2, 3, 0, 0, 0, 0, 0, 0]])  # zero probability
+    targets = torch.tensor(
+        [
+            [1, 2, 3, 4, 1, 2, 3, 4, 1],  # longer than its input
+            [1, 1, 1, 1, 1, 0, 0, 0, 0],  # 5 repeats need 9 frames
+            [1, 2, 3, 0, 0, 0, 0, 0, 0],  # possible
+            [1, 2, 3, 0, 0, 0, 0, 0, 0],
+        ]
+    )  # zero probability
     alignment, frame_log_probs, path_log_prob = assert_align_equal(
-        emulated, logits, targets, torch.tensor([8, 8, 8, 8]), torch.tensor([9, 5, 3, 3]), 0)
+        emulated, logits, targets, torch.tensor([8, 8, 8, 8]), torch.tensor([9, 5, 3, 3]), 0
+    )
     assert path_log_prob.isneginf().tolist() == [True, True, False, True]
     assert (alignment[[0, 1, 3]] == -1).all() and (frame_log_probs[[0, 1, 3]] == 0).all()
 
@@ -191,8 +201,9 @@ def test_align_long_targets_wider_than_a_block_match_cpu_op(emulated, dtype):
     N, T, C, S = 2, 170, 30, 150
     logits = torch.randn(T, N, C, generator=generator, dtype=torch.float64).to(dtype)
     targets = random_targets(generator, N, S, C, blank=0)
-    _, _, path_log_prob = assert_align_equal(emulated, logits, targets, torch.tensor([170, 160]),
-                                             torch.tensor([150, 140]), 0)
+    _, _, path_log_prob = assert_align_equal(
+        emulated, logits, targets, torch.tensor([170, 160]), torch.tensor([150, 140]), 0
+    )
     assert torch.isfinite(path_log_prob).all()
 
 
@@ -214,19 +225,26 @@ def test_align_invalid_labels_are_marked_on_the_device(emulated):
     logits = torch.randn(10, 3, 5, generator=generator, dtype=torch.float64)
     targets = torch.tensor([[1, 2, 3], [1, 7, 2], [0, 1, 2]])  # label 7 >= C; blank 0
     alignment, frame_log_probs, path_log_prob = emulated.forced_align(
-        logits, targets, torch.tensor([10, 10, 10]), torch.tensor([3, 3, 3]), 0)
+        logits, targets, torch.tensor([10, 10, 10]), torch.tensor([3, 3, 3]), 0
+    )
     assert path_log_prob[1:].isnan().all()
     assert (alignment[1:] == -1).all() and (frame_log_probs[1:] == 0).all()
     want = ctc_ext.ops.forced_align(logits[:, :1], targets[:1], torch.tensor([10]), torch.tensor([3]), 0)
     assert torch.equal(alignment[:1], want[0]) and torch.equal(path_log_prob[:1], want[2])
-    _, _, bad_length = emulated.forced_align(logits, targets[:, :2].clone().fill_(1), torch.tensor([10, 11, -1]),
-                                             torch.tensor([2, 2, 2]), 0)
+    _, _, bad_length = emulated.forced_align(
+        logits, targets[:, :2].clone().fill_(1), torch.tensor([10, 11, -1]), torch.tensor([2, 2, 2]), 0
+    )
     assert bad_length[1:].isnan().all() and torch.isfinite(bad_length[0])
 
 
 def test_align_empty_batch(emulated):
-    got = emulated.forced_align(torch.randn(5, 0, 4), torch.zeros(0, 3, dtype=torch.long),
-                                torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 0)
+    got = emulated.forced_align(
+        torch.randn(5, 0, 4),
+        torch.zeros(0, 3, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+        0,
+    )
     assert [tuple(x.shape) for x in got] == [(0, 5), (0, 5), (0,)]
 
 

@@ -4,21 +4,32 @@ Every test compares the emulated CUDA ops with the CPU op (ctc_ext.ops, float64 
 where the semantics coincide, with torch.nn.functional.ctc_loss on log_softmax of the logits.
 Run alone with `pytest -m cuda_emulation`.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
+from ctc_cases import unit_in_last_place
 
 import ctc_ext
 
-from ctc_cases import unit_in_last_place
-
 pytestmark = pytest.mark.cuda_emulation
 
-SMALL_GPU = 2   # multiprocessor count given to the launch configuration: grid-stride loops run
+SMALL_GPU = 2  # multiprocessor count given to the launch configuration: grid-stride loops run
 
 
-def make_problem(T, N, C, lengths, target_lengths, blank=0, dtype=torch.float64, padded=True, seed=0,
-                 index_dtype=torch.int64, repeats=False):
+def make_problem(
+    T,
+    N,
+    C,
+    lengths,
+    target_lengths,
+    blank=0,
+    dtype=torch.float64,
+    padded=True,
+    seed=0,
+    index_dtype=torch.int64,
+    repeats=False,
+):
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(T, N, C, generator=generator, dtype=torch.float64).to(dtype)
     labels = [c for c in range(C) if c != blank]
@@ -36,17 +47,39 @@ def make_problem(T, N, C, lengths, target_lengths, blank=0, dtype=torch.float64,
     return logits, targets, input_lengths, target_lengths
 
 
-def run_both(emulated, logits, targets, input_lengths, target_lengths, blank=0, zero_infinity=False,
-             grad_nll=None, multiprocessor_count=SMALL_GPU):
+def run_both(
+    emulated,
+    logits,
+    targets,
+    input_lengths,
+    target_lengths,
+    blank=0,
+    zero_infinity=False,
+    grad_nll=None,
+    multiprocessor_count=SMALL_GPU,
+):
     """(nll, log_alpha, log_normalizer, grad) from the emulated CUDA ops and from the CPU op."""
     N = logits.shape[1]
     results = []
-    for forward, backward, extra in ((emulated.forward, emulated.backward, (multiprocessor_count,)),
-                                     (ctc_ext.ops.ctc_loss_forward, ctc_ext.ops.ctc_loss_backward, ())):
+    for forward, backward, extra in (
+        (emulated.forward, emulated.backward, (multiprocessor_count,)),
+        (ctc_ext.ops.ctc_loss_forward, ctc_ext.ops.ctc_loss_backward, ()),
+    ):
         nll, log_alpha, log_normalizer = forward(logits, targets, input_lengths, target_lengths, blank, True, *extra)
         scale = grad_nll if grad_nll is not None else torch.linspace(0.5, 1.5, N, dtype=nll.dtype)
-        grad = backward(scale, logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer, blank,
-                        zero_infinity, *extra)
+        grad = backward(
+            scale,
+            logits,
+            targets,
+            input_lengths,
+            target_lengths,
+            nll,
+            log_alpha,
+            log_normalizer,
+            blank,
+            zero_infinity,
+            *extra,
+        )
         results.append((nll, log_alpha, log_normalizer, grad))
     return results
 
@@ -59,18 +92,28 @@ def assert_close_to_cpu(emulated_result, cpu_result, tol=1e-9):
 
 def builtin_loss_and_grad(logits, targets, input_lengths, target_lengths, blank, zero_infinity, grad_nll):
     x = logits.detach().clone().requires_grad_()
-    loss = F.ctc_loss(x.log_softmax(2), targets, input_lengths, target_lengths, blank=blank, reduction="none",
-                      zero_infinity=zero_infinity)
+    loss = F.ctc_loss(
+        x.log_softmax(2),
+        targets,
+        input_lengths,
+        target_lengths,
+        blank=blank,
+        reduction="none",
+        zero_infinity=zero_infinity,
+    )
     (loss * grad_nll).sum().backward()
     return loss.detach(), x.grad
 
 
-@pytest.mark.parametrize("T,N,C,lengths,target_lengths", [
-    (12, 3, 6, [12, 10, 7], [4, 3, 1]),
-    (30, 2, 20, [30, 25], [10, 12]),
-    (8, 5, 3, [8, 8, 6, 4, 2], [3, 2, 2, 1, 1]),
-    (40, 1, 50, [40], [15]),
-])
+@pytest.mark.parametrize(
+    "T,N,C,lengths,target_lengths",
+    [
+        (12, 3, 6, [12, 10, 7], [4, 3, 1]),
+        (30, 2, 20, [30, 25], [10, 12]),
+        (8, 5, 3, [8, 8, 6, 4, 2], [3, 2, 2, 1, 1]),
+        (40, 1, 50, [40], [15]),
+    ],
+)
 def test_float64_matches_cpu_op_and_builtin(emulated, T, N, C, lengths, target_lengths):
     problem = make_problem(T, N, C, lengths, target_lengths)
     emulated_result, cpu_result = run_both(emulated, *problem)
@@ -125,8 +168,7 @@ def test_impossible_samples_give_inf_loss_and_nan_gradient(emulated):
 
 def test_zero_infinity(emulated):
     logits, targets, input_lengths, target_lengths = make_problem(6, 3, 5, [6, 2, 4], [3, 3, 1], seed=5)
-    emulated_result, cpu_result = run_both(emulated, logits, targets, input_lengths, target_lengths,
-                                           zero_infinity=True)
+    emulated_result, cpu_result = run_both(emulated, logits, targets, input_lengths, target_lengths, zero_infinity=True)
     assert_close_to_cpu(emulated_result, cpu_result)
     assert (emulated_result[3][:, 1] == 0).all()
     grad_nll = torch.linspace(0.5, 1.5, 3, dtype=torch.float64)
@@ -143,14 +185,16 @@ def test_ragged_lengths_leave_padding_frames_zero(emulated):
         assert (grad[length:, n] == 0).all()
         assert (log_normalizer[n, length:] == 0).all()
         # the Eq. 16 gradient of the logits sums to zero over classes (times grad_nll)
-        torch.testing.assert_close(grad[:length, n].sum(-1), torch.zeros(length, dtype=torch.float64),
-                                   atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            grad[:length, n].sum(-1), torch.zeros(length, dtype=torch.float64), atol=1e-12, rtol=0
+        )
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 def test_concatenated_targets_and_repeated_labels(emulated, index_dtype):
-    problem = make_problem(30, 3, 4, [30, 22, 28], [9, 7, 10], padded=False, seed=7, index_dtype=index_dtype,
-                           repeats=True)
+    problem = make_problem(
+        30, 3, 4, [30, 22, 28], [9, 7, 10], padded=False, seed=7, index_dtype=index_dtype, repeats=True
+    )
     emulated_result, cpu_result = run_both(emulated, *problem)
     assert torch.isfinite(emulated_result[0]).all()
     assert_close_to_cpu(emulated_result, cpu_result)
@@ -188,15 +232,19 @@ def test_reduced_precision_matches_cpu_op(emulated, dtype, tol):
 def test_reduced_precision_within_issue_bounds_of_float64(emulated, dtype):
     """Loss within 1e-4 relative of float64 on the same rounded inputs; gradient within one
     rounding of the dtype (plus float32 arithmetic), as on the CPU (tests/test_reduced_precision.py)."""
-    logits, targets, input_lengths, target_lengths = make_problem(30, 4, 40, [30, 26, 21, 30], [8, 6, 5, 7],
-                                                                  dtype=dtype, seed=14)
+    logits, targets, input_lengths, target_lengths = make_problem(
+        30, 4, 40, [30, 26, 21, 30], [8, 6, 5, 7], dtype=dtype, seed=14
+    )
     grad_nll = torch.ones(4)
-    nll, log_alpha, log_normalizer = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True,
-                                                      SMALL_GPU)
-    grad = emulated.backward(grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha,
-                             log_normalizer, 0, False, SMALL_GPU)
-    exact_loss, exact_grad = builtin_loss_and_grad(logits.double(), targets, input_lengths, target_lengths, 0, False,
-                                                   grad_nll.double())
+    nll, log_alpha, log_normalizer = emulated.forward(
+        logits, targets, input_lengths, target_lengths, 0, True, SMALL_GPU
+    )
+    grad = emulated.backward(
+        grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer, 0, False, SMALL_GPU
+    )
+    exact_loss, exact_grad = builtin_loss_and_grad(
+        logits.double(), targets, input_lengths, target_lengths, 0, False, grad_nll.double()
+    )
     assert nll.dtype == torch.float32 and grad.dtype == dtype
     torch.testing.assert_close(nll.double(), exact_loss, rtol=1e-4, atol=0)
     error = (grad.double() - exact_grad).abs()
@@ -214,8 +262,8 @@ def test_forward_without_log_alpha(emulated):
 
 def test_strided_logits(emulated):
     logits, targets, input_lengths, target_lengths = make_problem(10, 3, 6, [10, 8, 5], [4, 3, 2], seed=12)
-    batch_first = logits.transpose(0, 1).contiguous().transpose(0, 1)      # strides (C, T*C, 1)
-    class_strided = logits.transpose(0, 2).contiguous().transpose(0, 2)    # class stride != 1
+    batch_first = logits.transpose(0, 1).contiguous().transpose(0, 1)  # strides (C, T*C, 1)
+    class_strided = logits.transpose(0, 2).contiguous().transpose(0, 2)  # class stride != 1
     expected = run_both(emulated, logits, targets, input_lengths, target_lengths)[1]
     for view in (batch_first, class_strided):
         got = run_both(emulated, view, targets, input_lengths, target_lengths)[0]
@@ -225,16 +273,28 @@ def test_strided_logits(emulated):
 
 def test_invalid_values_give_nan_on_device_without_reading_out_of_range(emulated):
     logits, targets, input_lengths, target_lengths = make_problem(8, 6, 5, [8] * 6, [3] * 6, seed=13)
-    targets[1, 0] = 5           # == C
-    targets[2, 2] = -1          # negative
-    targets[3, 1] = 0           # the blank
-    input_lengths[4] = 9        # > T
-    target_lengths[5] = 4       # > S
-    nll, log_alpha, log_normalizer = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True,
-                                                      SMALL_GPU)
+    targets[1, 0] = 5  # == C
+    targets[2, 2] = -1  # negative
+    targets[3, 1] = 0  # the blank
+    input_lengths[4] = 9  # > T
+    target_lengths[5] = 4  # > S
+    nll, log_alpha, log_normalizer = emulated.forward(
+        logits, targets, input_lengths, target_lengths, 0, True, SMALL_GPU
+    )
     assert torch.isfinite(nll[0]) and nll[1:].isnan().all()
-    grad = emulated.backward(torch.ones(6, dtype=torch.float64), logits, targets, input_lengths, target_lengths,
-                             nll, log_alpha, log_normalizer, 0, True, SMALL_GPU)
+    grad = emulated.backward(
+        torch.ones(6, dtype=torch.float64),
+        logits,
+        targets,
+        input_lengths,
+        target_lengths,
+        nll,
+        log_alpha,
+        log_normalizer,
+        0,
+        True,
+        SMALL_GPU,
+    )
     assert torch.isfinite(grad[:, 0]).all() and grad[:, 1:].isnan().all()
     # the valid sample is unaffected
     want = run_both(emulated, logits[:, :1], targets[:1], input_lengths[:1], target_lengths[:1])[1]
@@ -242,8 +302,7 @@ def test_invalid_values_give_nan_on_device_without_reading_out_of_range(emulated
 
 
 def test_negative_concatenated_length_invalidates_later_samples(emulated):
-    logits, targets, input_lengths, target_lengths = make_problem(8, 3, 5, [8] * 3, [2, 2, 2], padded=False,
-                                                                  seed=14)
+    logits, targets, input_lengths, target_lengths = make_problem(8, 3, 5, [8] * 3, [2, 2, 2], padded=False, seed=14)
     target_lengths[1] = -1
     nll, _, _ = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True, SMALL_GPU)
     assert torch.isfinite(nll[0]) and nll[1:].isnan().all()
@@ -261,8 +320,9 @@ def test_empty_batch_and_zero_frames(emulated):
 
 def test_launch_configuration_fills_a_gpu_for_small_batches(emulated):
     # T = 500, N = 1, C = 1024 on a 132-SM GPU: the gradient rows use many blocks, not one per sample
-    normalizer, lattice, gradient = (emulated.launch_shapes(500, 1, 1024, 100, 100, 4, 132)[i:i + 3]
-                                     for i in (0, 3, 6))
+    normalizer, lattice, gradient = (
+        emulated.launch_shapes(500, 1, 1024, 100, 100, 4, 132)[i : i + 3] for i in (0, 3, 6)
+    )
     assert normalizer[0] == 500 and gradient[0] == 500
     assert lattice[0] == 1 and lattice[1] == 224  # 2 * 100 + 1 states, whole warps
     assert emulated.launch_shapes(500, 1, 1024, 3000, 3000, 4, 132)[4] == 256  # then threads loop

@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "decode_common.h"
+#include "../arguments.h"
 
 namespace ctc_ext {
 namespace {

@@ -1,4 +1,4 @@
-#include "ctc_loss_common.h"
+#include "arguments.h"
 #include "ctc_math.h"
 
 #include <ATen/ATen.h>
@@ -15,8 +15,7 @@ at::Tensor normalise_lengths(const at::Tensor& lengths, const char* name, int64_
                   lengths.scalar_type() != at::kBool,
               name, " must have an integer dtype, got ", lengths.scalar_type());
   TORCH_CHECK(lengths.dim() == 1, name, " must be 1-D of size N = ", batch_size, ", got shape ", lengths.sizes());
-  TORCH_CHECK(lengths.size(0) == batch_size, name, " must have N = ", batch_size, " entries, got ",
-              lengths.size(0));
+  TORCH_CHECK(lengths.size(0) == batch_size, name, " must have N = ", batch_size, " entries, got ", lengths.size(0));
   // The guard skips a no-op dispatch: small calls feel every one.
   const bool ready = lengths.scalar_type() == at::kLong && lengths.device() == device;
   return (ready ? lengths : lengths.to(device, at::kLong)).contiguous();
@@ -31,12 +30,11 @@ at::Tensor on_device(const at::Tensor& tensor, const at::Device& device) {
 CtcProblem prepare_ctc_problem(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& input_lengths,
                                const at::Tensor& target_lengths, int64_t blank) {
   TORCH_CHECK(logits.dim() == 3, "logits must be 3-D (T, N, C), got shape ", logits.sizes());
-  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), "logits must be floating point, got ",
-              logits.scalar_type());
+  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), "logits must be floating point, got ", logits.scalar_type());
   TORCH_CHECK(targets.scalar_type() == at::kInt || targets.scalar_type() == at::kLong,
               "targets must be int32 or int64, got ", targets.scalar_type());
-  TORCH_CHECK(targets.dim() == 1 || targets.dim() == 2,
-              "targets must be (N, S) padded or 1-D concatenated, got shape ", targets.sizes());
+  TORCH_CHECK(targets.dim() == 1 || targets.dim() == 2, "targets must be (N, S) padded or 1-D concatenated, got shape ",
+              targets.sizes());
   CtcProblem problem;
   problem.max_input_length = logits.size(0);
   problem.batch_size = logits.size(1);
@@ -81,20 +79,19 @@ void check_ctc_values_on_cpu(const CtcProblem& problem) {
   // values can never overflow it (label_start, a cumsum of the same values, is read only after).
   int64_t total_target_length = 0;
   for (int64_t n = 0; n < N; ++n) {
-    TORCH_CHECK(input_lengths[n] >= 0, "input_lengths must be non-negative, got ", input_lengths[n],
-                " for sample ", n);
+    TORCH_CHECK(input_lengths[n] >= 0, "input_lengths must be non-negative, got ", input_lengths[n], " for sample ", n);
     TORCH_CHECK(input_lengths[n] <= T, "input_lengths must be at most T = ", T, ", got ", input_lengths[n],
                 " for sample ", n);
-    TORCH_CHECK(target_lengths[n] >= 0, "target_lengths must be non-negative, got ", target_lengths[n],
-                " for sample ", n);
+    TORCH_CHECK(target_lengths[n] >= 0, "target_lengths must be non-negative, got ", target_lengths[n], " for sample ",
+                n);
     if (problem.padded_targets) {
       TORCH_CHECK(target_lengths[n] <= width, "target_lengths[", n, "] = ", target_lengths[n],
                   " exceeds the padded targets width S = ", width);
     }
     if (!problem.padded_targets) {
       TORCH_CHECK(target_lengths[n] <= problem.num_target_slots - total_target_length, "concatenated targets have ",
-                  problem.num_target_slots, " labels but target_lengths sum to more (",
-                  total_target_length, " before sample ", n, ", whose length is ", target_lengths[n], ")");
+                  problem.num_target_slots, " labels but target_lengths sum to more (", total_target_length,
+                  " before sample ", n, ", whose length is ", target_lengths[n], ")");
       total_target_length += target_lengths[n];
     }
   }
@@ -129,12 +126,30 @@ void check_ctc_backward_state(const CtcProblem& problem, const at::Tensor& logit
   const auto device = logits.device();
   TORCH_CHECK(log_alpha.device() == device && log_normalizer.device() == device &&
                   neg_log_likelihood.device() == device && grad_nll.device() == device,
-              "grad_nll, neg_log_likelihood, log_alpha and log_normalizer must be on the device of logits (",
-              device, ")");
+              "grad_nll, neg_log_likelihood, log_alpha and log_normalizer must be on the device of logits (", device,
+              ")");
 }
 
 at::Tensor with_contiguous_classes(const at::Tensor& logits) {
   return logits.stride(2) == 1 ? logits : logits.contiguous();
+}
+
+at::Tensor checked_decode_input_lengths(const at::Tensor& logits, const at::Tensor& input_lengths, int64_t blank) {
+  TORCH_CHECK(logits.dim() == 3, "logits must be 3-D (T, N, C), got shape ", logits.sizes());
+  TORCH_CHECK(logits.device().is_cpu(), "ctc_ext decoders run on the CPU, got logits on ", logits.device());
+  // A problem with an empty target for every sample: the loss's checks of logits, blank and
+  // input_lengths apply unchanged and nothing about targets can fail.
+  const auto empty_targets = at::empty({0}, logits.options().dtype(at::kLong));
+  const auto zero_target_lengths = at::zeros({logits.size(1)}, logits.options().dtype(at::kLong));
+  const CtcProblem problem = prepare_ctc_problem(logits, empty_targets, input_lengths, zero_target_lengths, blank);
+  check_ctc_values_on_cpu(problem);
+  return problem.input_lengths;
+}
+
+NormalisedFrames normalised_frames(const at::Tensor& logits) {
+  at::Tensor frames = with_contiguous_classes(logits.to(at::toOpMathType(logits.scalar_type())));
+  at::Tensor log_normalizer = at::logsumexp(frames, {2}).contiguous();
+  return {frames, log_normalizer};
 }
 
 }  // namespace ctc_ext

@@ -23,8 +23,7 @@ namespace {
 constexpr int64_t kNone = 0, kMean = 1, kSum = 2;
 
 using ForwardOp = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&, const at::Tensor&, int64_t,
-                                                                 bool);
+                                                                 const at::Tensor&, const at::Tensor&, int64_t, bool);
 using BackwardOp = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                               const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
                               bool);
@@ -128,9 +127,9 @@ at::Tensor ctc_loss_no_grad(const at::Tensor& logits, const at::Tensor& targets,
 }
 
 struct CTCLossNode : public torch::autograd::Function<CTCLossNode> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits,
-                            const at::Tensor& targets, const at::Tensor& input_lengths,
-                            const at::Tensor& target_lengths, int64_t blank, int64_t reduction, bool zero_infinity) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets,
+                            const at::Tensor& input_lengths, const at::Tensor& target_lengths, int64_t blank,
+                            int64_t reduction, bool zero_infinity) {
     // Straight to the backend kernels: ctc_loss_forward's own autograd kernel (Python,
     // ctc_ext/_ops.py) is for calling it alone and would cost a Python round trip here.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -139,8 +138,8 @@ struct CTCLossNode : public torch::autograd::Function<CTCLossNode> {
     // The backward must see exactly the lengths and labels the forward saw: a tensor that shares
     // memory with a numpy array can change without autograd's version counter noticing, and
     // log_alpha's layout and bands follow these values.  They are small next to the logits.
-    ctx->save_for_backward({logits, targets.clone(), input_lengths.clone(), target_lengths.clone(), nll, log_alpha,
-                            log_normalizer});
+    ctx->save_for_backward(
+        {logits, targets.clone(), input_lengths.clone(), target_lengths.clone(), nll, log_alpha, log_normalizer});
     ctx->saved_data["blank"] = blank;
     ctx->saved_data["reduction"] = reduction;
     ctx->saved_data["zero_infinity"] = zero_infinity;
@@ -184,12 +183,8 @@ at::Tensor ctc_loss_autograd(const at::Tensor& logits, const at::Tensor& targets
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ctc_ext, CompositeExplicitAutograd, m) {
-  m.impl("ctc_loss", &ctc_loss_no_grad);
-}
+TORCH_LIBRARY_IMPL(ctc_ext, CompositeExplicitAutograd, m) { m.impl("ctc_loss", &ctc_loss_no_grad); }
 
-TORCH_LIBRARY_IMPL(ctc_ext, Autograd, m) {
-  m.impl("ctc_loss", &ctc_loss_autograd);
-}
+TORCH_LIBRARY_IMPL(ctc_ext, Autograd, m) { m.impl("ctc_loss", &ctc_loss_autograd); }
 
 }  // namespace ctc_ext

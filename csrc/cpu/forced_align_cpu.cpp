@@ -9,9 +9,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "../ctc_loss_common.h"
+#include "../arguments.h"
 #include "../ctc_math.h"
-#include "decode_common.h"
 
 namespace ctc_ext {
 namespace {
@@ -111,10 +110,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forced_align_cpu(const at::Tensor
       acc_t* path_log_prob_data = path_log_prob.data_ptr<acc_t>();
       at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
         for (int64_t n = begin; n < end; ++n) {
-          path_log_prob_data[n] = align_one_sample<acc_t, index_t>(
-              frames_data + n * stride_n, stride_t, log_normalizer_data + n, N, input_length_data[n],
-              labels + label_start[n], target_length_data[n], blank, alignment_data + n * T,
-              frame_log_probs_data + n * T);
+          path_log_prob_data[n] =
+              align_one_sample<acc_t, index_t>(frames_data + n * stride_n, stride_t, log_normalizer_data + n, N,
+                                               input_length_data[n], labels + label_start[n], target_length_data[n],
+                                               blank, alignment_data + n * T, frame_log_probs_data + n * T);
         }
       });
     });

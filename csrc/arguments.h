@@ -11,12 +11,12 @@ struct CtcProblem {
   int64_t batch_size;        // N
   int64_t num_classes;       // C
   int64_t blank;
-  int64_t num_target_slots;  // targets.numel(): N * S when padded, the concatenated length otherwise
-  bool padded_targets;       // targets given as (N, S)
-  at::Tensor targets;        // (num_target_slots,) contiguous, int32 or int64
-  at::Tensor label_start;    // (N,) int64: where each sample's labels begin in `targets`
-  at::Tensor input_lengths;  // (N,) int64 contiguous
-  at::Tensor target_lengths; // (N,) int64 contiguous
+  int64_t num_target_slots;   // targets.numel(): N * S when padded, the concatenated length otherwise
+  bool padded_targets;        // targets given as (N, S)
+  at::Tensor targets;         // (num_target_slots,) contiguous, int32 or int64
+  at::Tensor label_start;     // (N,) int64: where each sample's labels begin in `targets`
+  at::Tensor input_lengths;   // (N,) int64 contiguous
+  at::Tensor target_lengths;  // (N,) int64 contiguous
 };
 
 // Checks dims, dtypes, sizes and devices (never reads tensor data, so never synchronises) and
@@ -37,5 +37,24 @@ void check_ctc_backward_state(const CtcProblem& problem, const at::Tensor& logit
 
 // A logits view whose class dimension is unit-stride (a copy only when it is not).
 at::Tensor with_contiguous_classes(const at::Tensor& logits);
+
+// ---------------------------------------------------------------------------------------------
+// Decoders and the forced aligner.
+// Checks logits (T, N, C) floating, blank in [0, C) and input_lengths (N,) integer in [0, T]
+// with the loss's own checks (prepare_ctc_problem / check_ctc_values_on_cpu on an empty
+// target), so every op reports bad arguments with the same messages.  Returns the input
+// lengths as (N,) int64 contiguous on the CPU.
+at::Tensor checked_decode_input_lengths(const at::Tensor& logits, const at::Tensor& input_lengths, int64_t blank);
+
+// The logits (T, N, C) in the accumulation dtype (float32 for float16 / bfloat16 / float32,
+// float64 for float64) with unit class stride (no copy for such float32 / float64 input), and the
+// log-softmax normaliser (T, N) of every frame: frames[t][n][c] - log_normalizer[t][n] is the
+// log-probability of class c.  Kernels form it only for the classes they read, so no (T, N, C)
+// log_softmax copy is made.
+struct NormalisedFrames {
+  at::Tensor frames;          // (T, N, C), unit class stride
+  at::Tensor log_normalizer;  // (T, N) contiguous
+};
+NormalisedFrames normalised_frames(const at::Tensor& logits);
 
 }  // namespace ctc_ext

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "../ctc_math.h"
-#include "decode_common.h"
+#include "../arguments.h"
 
 namespace ctc_ext {
 namespace {
@@ -36,11 +36,11 @@ struct PrefixNode {
 
 template <typename acc_t>
 struct Hypothesis {
-  int64_t node;          // prefix tree node, or -1 for a prefix not created yet
-  int64_t parent;        // its parent node (for a prefix not created yet)
-  int64_t label;         // its last label (for a prefix not created yet)
-  acc_t log_blank;       // log p(prefix, the path so far ends in blank)
-  acc_t log_nonblank;    // log p(prefix, the path so far ends in the prefix's last label)
+  int64_t node;        // prefix tree node, or -1 for a prefix not created yet
+  int64_t parent;      // its parent node (for a prefix not created yet)
+  int64_t label;       // its last label (for a prefix not created yet)
+  acc_t log_blank;     // log p(prefix, the path so far ends in blank)
+  acc_t log_nonblank;  // log p(prefix, the path so far ends in the prefix's last label)
   acc_t total() const { return log_add(log_blank, log_nonblank); }
 };
 

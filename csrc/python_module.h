@@ -1,0 +1,7 @@
+// Python bindings of the pieces that are not torch operators, one bind_* function each,
+// called from PYBIND11_MODULE in python_module.cpp.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace ctc_ext {}  // namespace ctc_ext

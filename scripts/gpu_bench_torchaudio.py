@@ -65,7 +65,9 @@ def align_rows(repeat):
 
         def theirs():
             return [
-                torchaudio_forced_align(batch_first[n : n + 1], targets[n : n + 1], lengths[n : n + 1], target_lengths[n : n + 1])
+                torchaudio_forced_align(
+                    batch_first[n : n + 1], targets[n : n + 1], lengths[n : n + 1], target_lengths[n : n + 1]
+                )
                 for n in range(N)
             ]
 

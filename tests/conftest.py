@@ -24,7 +24,10 @@ if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
 CUDA_SKIP_REASON = "no CUDA device (the CUDA kernels run emulated on the CPU in tests/cuda_emulation)"
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_SKIP_REASON))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_SKIP_REASON)),
+]
 
 
 @pytest.fixture(params=DEVICES)

@@ -22,9 +22,7 @@ def test_gradcheck_on_raw_logits(seed, reduction, device):
 
 
 def test_gradcheck_batch_first_concatenated_targets(device):
-    batch = make_batch(
-        T=7, N=3, C=4, S=3, seed=11, input_lengths=[7, 6, 5], target_lengths=[3, 2, 1], device=device
-    )
+    batch = make_batch(T=7, N=3, C=4, S=3, seed=11, input_lengths=[7, 6, 5], target_lengths=[3, 2, 1], device=device)
     logits = batch.logits.transpose(0, 1).contiguous().requires_grad_(True)
     assert torch.autograd.gradcheck(
         lambda x: ctc_ext.ctc_loss(
@@ -51,9 +49,7 @@ def test_gradient_rows_sum_to_zero_inside_length_and_are_exactly_zero_beyond(dev
 
 
 def test_zero_infinity_gives_zero_loss_and_zero_gradient_for_impossible_samples(device):
-    batch = make_batch(
-        T=6, N=3, C=5, S=5, seed=13, input_lengths=[6, 3, 6], target_lengths=[2, 5, 4], device=device
-    )
+    batch = make_batch(T=6, N=3, C=5, S=5, seed=13, input_lengths=[6, 3, 6], target_lengths=[2, 5, 4], device=device)
     logits = batch.logits.clone().requires_grad_(True)
     losses = ctc_ext.ctc_loss(
         logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none", zero_infinity=True

@@ -65,4 +65,3 @@ def test_autocast_keeps_reduced_precision_logits(dtype, device):
     # The op saw the reduced-precision logits as they are: same loss as calling it outside autocast.
     outside = ctc_ext.ctc_loss(logits.detach(), targets, [20, 18, 15], [4, 3, 2])
     assert torch.equal(loss.detach(), outside)
-

@@ -263,3 +263,44 @@ def test_env_query_of_the_installed_torch_without_a_gpu():
     if not torch.cuda.is_available():
         assert "GPU_ARCH" not in result.stdout
     assert result.returncode == (0 if gpu_check_env.torch_range_error(torch.__version__) is None else 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The per-test timeout of tests/conftest.py (gpu_check.sh sets CTC_EXT_TEST_TIMEOUT)
+
+
+def run_pytest_with_timeout(tmp_path, timeout_value, body):
+    (tmp_path / "test_sleepy.py").write_text(textwrap.dedent(body))
+    env = dict(os.environ, CTC_EXT_TEST_TIMEOUT=timeout_value, PYTHONPATH=os.path.join(ROOT, "tests"))
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+
+def test_a_test_over_its_time_ends_the_run_naming_it(tmp_path):
+    result = run_pytest_with_timeout(
+        tmp_path,
+        "2",
+        """\
+        import time
+
+        def test_quick():
+            pass
+
+        def test_stuck_in_a_call():
+            time.sleep(60)
+        """,
+    )
+    assert result.returncode != 0
+    assert "Timeout (0:00:02)!" in result.stderr and "test_stuck_in_a_call" in result.stderr
+
+
+def test_a_bad_timeout_value_is_a_usage_error(tmp_path):
+    result = run_pytest_with_timeout(tmp_path, "soon", "def test_quick():\n    pass\n")
+    assert result.returncode == 4  # pytest's usage error
+    assert "CTC_EXT_TEST_TIMEOUT must be a number of seconds" in result.stderr

@@ -64,6 +64,15 @@ def _timeout_seconds():
     return seconds
 
 
+def _uncaptured_stderr(config) -> int:
+    """The file descriptor of the terminal's stderr: while a test runs, pytest points fd 2 at its
+    capture file, which is lost when the watchdog ends the process."""
+    capture_manager = config.pluginmanager.getplugin("capturemanager")
+    global_capture = getattr(capture_manager, "_global_capturing", None)
+    saved = getattr(getattr(global_capture, "err", None), "targetfd_save", None)
+    return saved if isinstance(saved, int) else sys.__stderr__.fileno()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     seconds = _timeout_seconds()
@@ -71,7 +80,7 @@ def pytest_runtest_protocol(item, nextitem):
         yield
         return
     # The dump's Python frames name the test (its file, line and function).
-    faulthandler.dump_traceback_later(seconds, exit=True)
+    faulthandler.dump_traceback_later(seconds, exit=True, file=_uncaptured_stderr(item.config))
     try:
         yield
     finally:

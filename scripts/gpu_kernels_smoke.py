@@ -58,13 +58,13 @@ def loss_and_grad(logits, targets, input_lengths, target_lengths):
     return losses.detach(), x.grad
 
 
-def check_loss(T, N, C, S, dtype, seed, index_dtype=torch.int64, concatenated=False):
+def check_loss(T, N, C, S, dtype, seed, index_dtype=torch.int64, concatenated=False, device="cuda"):
     logits, targets, input_lengths, target_lengths = problem(T, N, C, S, dtype, seed, index_dtype)
     if concatenated:
         targets = torch.cat([targets[n, : target_lengths[n]] for n in range(N)])
     want = loss_and_grad(logits, targets, input_lengths, target_lengths)
     # Everything on the device: the path that checks values there, without a host synchronisation.
-    on_device = [t.cuda() for t in (logits, targets, input_lengths, target_lengths)]
+    on_device = [t.to(device) for t in (logits, targets, input_lengths, target_lengths)]
     got = loss_and_grad(*on_device)
     what = f"ctc_loss T={T} N={N} C={C} S={S} {dtype} {index_dtype} concatenated={concatenated}"
     assert_close(got[0], want[0], dtype, what + " loss")
@@ -72,19 +72,33 @@ def check_loss(T, N, C, S, dtype, seed, index_dtype=torch.int64, concatenated=Fa
     return what
 
 
-def check_decoders(dtype, seed):
+def check_decoders(dtype, seed, device="cuda"):
     logits, targets, input_lengths, target_lengths = problem(40, 4, 9, 6, dtype, seed)
     want = ctc_ext.ops.greedy_decode(logits, input_lengths, 0)
-    got = ctc_ext.ops.greedy_decode(logits.cuda(), input_lengths.cuda(), 0)
+    got = ctc_ext.ops.greedy_decode(logits.to(device), input_lengths.to(device), 0)
     for a, b in zip(got, want):
         if not torch.equal(a.cpu(), b):
             raise AssertionError(f"greedy_decode {dtype}: the GPU result differs from the CPU's")
     want = ctc_ext.ops.forced_align(logits, targets, input_lengths, target_lengths, 0)
-    got = ctc_ext.ops.forced_align(logits.cuda(), targets.cuda(), input_lengths.cuda(), target_lengths.cuda(), 0)
+    moved = [t.to(device) for t in (logits, targets, input_lengths, target_lengths)]
+    got = ctc_ext.ops.forced_align(*moved, 0)
     if not torch.equal(got[0].cpu(), want[0]):
         raise AssertionError(f"forced_align {dtype}: the GPU path differs from the CPU's")
     assert_close(got[2], want[2], dtype, f"forced_align {dtype} path score")
     return f"greedy_decode and forced_align {dtype}"
+
+
+def run_checks(device):
+    """Every check on `device` against the CPU op; the descriptions of those that passed."""
+    done = []
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        done.append(check_loss(12, 3, 7, 4, dtype, seed=1, device=device))
+    done.append(check_loss(12, 3, 7, 4, torch.float32, 2, torch.int32, concatenated=True, device=device))
+    done.append(check_loss(30, 2, 300, 8, torch.float32, seed=3, device=device))  # classes wider than a block
+    done.append(check_loss(1200, 1, 6, 600, torch.float32, seed=4, device=device))  # 1201 states: over a block
+    for dtype in (torch.float32, torch.float16):
+        done.append(check_decoders(dtype, seed=5, device=device))
+    return done
 
 
 def main():
@@ -93,14 +107,7 @@ def main():
         return 2
     cuda_ops = check_kernel_coverage()
     print(f"CUDA kernels registered for: {', '.join(cuda_ops)}")
-    done = []
-    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
-        done.append(check_loss(12, 3, 7, 4, dtype, seed=1))
-    done.append(check_loss(12, 3, 7, 4, torch.float32, seed=2, index_dtype=torch.int32, concatenated=True))
-    done.append(check_loss(30, 2, 300, 8, torch.float32, seed=3))  # a class axis wider than one block
-    done.append(check_loss(1200, 1, 6, 600, torch.float32, seed=4))  # 2 S + 1 = 1201 states: over one block
-    for dtype in (torch.float32, torch.float16):
-        done.append(check_decoders(dtype, seed=5))
+    done = run_checks("cuda")
     torch.cuda.synchronize()
     for line in done:
         print(f"ok  {line}")

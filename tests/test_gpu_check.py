@@ -304,3 +304,20 @@ def test_a_bad_timeout_value_is_a_usage_error(tmp_path):
     result = run_pytest_with_timeout(tmp_path, "soon", "def test_quick():\n    pass\n")
     assert result.returncode == 4  # pytest's usage error
     assert "CTC_EXT_TEST_TIMEOUT must be a number of seconds" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# scripts/gpu_kernels_smoke.py, the sanitizers' workload: its problems and comparisons run as
+# written (on the CPU against the CPU op here; on the GPU there)
+
+
+def test_smoke_checks_run_on_the_cpu():
+    import gpu_kernels_smoke
+    import torch
+
+    done = gpu_kernels_smoke.run_checks("cpu")
+    assert len(done) == 9 and any("float16" in line for line in done)
+    has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("ctc_ext::ctc_loss_forward", "CUDA")
+    if not has_cuda:  # a CPU-only build: the coverage check names what has no CUDA kernel
+        with pytest.raises(AssertionError, match="ctc_ext::ctc_loss_forward"):
+            gpu_kernels_smoke.check_kernel_coverage()

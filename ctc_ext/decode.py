@@ -133,8 +133,9 @@ def beam_search(
 
     Args:
         log_probs: :math:`(T, N, C)`, or :math:`(N, T, C)` with ``batch_first=True``; raw
-            logits or log-probabilities (log-softmax is applied per frame). Any device; CUDA
-            tensors are decoded on the CPU.
+            logits or log-probabilities (log-softmax is applied per frame). Any device: the
+            search is sequential per sample, so CUDA tensors are copied to the host once and
+            decoded there (docs/cuda.md).
         input_lengths: :math:`(N,)` tensor or sequence of ints in ``[0, T]``. Default: every
             sample has all ``T`` frames.
         beam_width: number of prefixes kept after every frame, at least 1. Default: 16.

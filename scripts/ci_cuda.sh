@@ -4,8 +4,8 @@
 #   2. ctc_ext built with its CUDA kernels (FORCE_CUDA=1), into build/cuda so that the CPU build of
 #      .venv in the same checkout is left alone;
 #   3. it imports, and every ctc_ext op with a CPU kernel has a CUDA kernel, except the listed
-#      CPU-only ones (beam_search, the CPU test hook _simd_math);
-#   4. the GPU tests (tests/test_cuda.py) run, and skip without a GPU;
+#      CPU-only ones (scripts/gpu_kernels_smoke.py: beam_search, the CPU test hook _simd_math);
+#   4. the spec suite's CUDA cases (pytest -m cuda) run, and skip without a GPU;
 #   5. the CUDA kernels run on the CPU through the emulation header, under AddressSanitizer
 #      (and ThreadSanitizer with CTC_EXT_CI_TSAN=1).
 # The emulated tests also run without ASan in the main suite (scripts/test.sh).
@@ -43,30 +43,22 @@ ls "$LIB"/ctc_ext/_C*.so
 export PYTHONPATH="$LIB"
 
 step "import and kernel coverage"
-(cd "$LIB" && "$VENV/bin/python" - <<'PY'
+# One list of the CPU-only ops, in the script that calls every CUDA kernel on a GPU.
+(cd "$LIB" && "$VENV/bin/python" - "$ROOT/scripts" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
 import torch
 import ctc_ext
-ops = sorted(name for name in torch._C._dispatch_get_all_op_names() if name.startswith("ctc_ext::"))
-assert ops, "no ctc_ext ops registered"
-# CPU-only by design: the prefix beam search is sequential per sample over a hash map of
-# prefixes (its Python wrapper moves CUDA tensors to the CPU); _simd_math is the test hook of the
-# CPU kernels' vectorised exp / log.
-CPU_ONLY = {"ctc_ext::beam_search", "ctc_ext::_simd_math"}
-missing = [op for op in ops if torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU")
-           and not torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA") and op not in CPU_ONLY]
-assert not missing, f"ops with a CPU kernel but no CUDA kernel: {missing}"
-stale = [op for op in CPU_ONLY if torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")]
-assert not stale, f"ops listed as CPU-only have a CUDA kernel: {stale}"
-cuda_ops = [op for op in ops if op not in CPU_ONLY]
-print(f"ctc_ext from {ctc_ext.__file__} with torch {torch.__version__}: CUDA kernels for", ", ".join(cuda_ops),
-      "; CPU only:", ", ".join(sorted(CPU_ONLY)))
+from gpu_kernels_smoke import CPU_ONLY_OPS, check_kernel_coverage
+print(f"ctc_ext from {ctc_ext.__file__} with torch {torch.__version__}: CUDA kernels for",
+      ", ".join(check_kernel_coverage()), "; CPU only:", ", ".join(sorted(CPU_ONLY_OPS)))
 PY
 )
 
 cd "$ROOT"
 PYTEST=("$VENV/bin/python" -m pytest -q -p no:cacheprovider --import-mode=importlib)
-step "GPU tests (skip without a GPU)"
-(cd "$LIB" && "${PYTEST[@]}" --rootdir "$ROOT" "$ROOT/tests/test_cuda.py" -rs | tail -n 3)
+step "the spec suite's CUDA cases (skip without a GPU)"
+(cd "$LIB" && "${PYTEST[@]}" --rootdir "$ROOT" -m cuda "$ROOT/tests" --ignore="$ROOT/tests/cuda_emulation" | tail -n 3)
 
 step "emulated CUDA kernels under AddressSanitizer"
 LIBASAN="$(g++ -print-file-name=libasan.so)"

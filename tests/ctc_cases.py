@@ -41,8 +41,12 @@ def make_batch(
     input_lengths=None,
     target_lengths=None,
     repeat_labels=False,
+    device="cpu",
 ) -> CtcBatch:
-    """A random batch with ragged lengths; the first sample always uses the full T and S."""
+    """A random batch with ragged lengths; the first sample always uses the full T and S.
+
+    The values are drawn on the CPU (the same numbers whatever the device), then the logits and
+    targets are moved to `device`; the lengths stay Python lists."""
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(T, N, C, generator=generator, dtype=torch.float64).mul_(2).to(dtype)
     if input_lengths is None:
@@ -55,7 +59,7 @@ def make_batch(
     # Junk in the padding must never be read: make it out of range on purpose.
     for n, length in enumerate(target_lengths):
         padded[n, length:] = C + 7
-    return CtcBatch(logits, padded, list(input_lengths), list(target_lengths), blank)
+    return CtcBatch(logits.to(device), padded.to(device), list(input_lengths), list(target_lengths), blank)
 
 
 def builtin_loss(logits, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):

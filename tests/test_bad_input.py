@@ -1,5 +1,7 @@
 """Bad input raises a clear exception naming the argument; nothing is read out of bounds."""
 
+import dataclasses
+
 import pytest
 import torch
 from ctc_cases import make_batch
@@ -9,8 +11,12 @@ import ctc_ext
 
 
 @pytest.fixture
-def batch():
-    return make_batch(T=10, N=3, C=5, S=4, seed=31, input_lengths=[10, 8, 6], target_lengths=[4, 2, 3])
+def batch(device):
+    # Logits on the device, targets on the host: values that come from the host are checked there,
+    # before anything runs, on every device.  (Bad values already on a CUDA device are checked by
+    # the kernels without a host synchronisation: test_semantics.py, invalid values on the device.)
+    batch = make_batch(T=10, N=3, C=5, S=4, seed=31, input_lengths=[10, 8, 6], target_lengths=[4, 2, 3])
+    return dataclasses.replace(batch, logits=batch.logits.to(device))
 
 
 def call(batch, logits=None, targets=None, input_lengths=None, target_lengths=None, **kwargs):
@@ -177,7 +183,7 @@ def test_backward_op_rejects_a_forward_state_of_another_problem(batch):
     nll, log_alpha, normalizer = ctc_ext.ops.ctc_loss_forward(batch.logits, batch.padded_targets, *lengths, 0, False)
     with pytest.raises(RuntimeError, match="keep_log_alpha=True"):
         ctc_ext.ops.ctc_loss_backward(
-            torch.ones(3, dtype=torch.float64),
+            torch.ones(3, dtype=torch.float64, device=batch.logits.device),
             batch.logits,
             batch.padded_targets,
             *lengths,

@@ -49,18 +49,18 @@ CASES = [
 
 
 @pytest.mark.parametrize("T,C,target,blank", CASES)
-def test_loss_equals_enumeration_of_all_paths(T, C, target, blank):
+def test_loss_equals_enumeration_of_all_paths(T, C, target, blank, device):
     generator = torch.Generator().manual_seed(T * 31 + C)
     logits = torch.randn(T, C, generator=generator, dtype=torch.float64) * 1.5
     expected = brute_force_nll(logits, target, blank)
     ours = ctc_ext.ctc_loss(
-        logits.unsqueeze(1),
-        torch.tensor([target], dtype=torch.long).reshape(1, -1),
+        logits.unsqueeze(1).to(device),
+        torch.tensor([target], dtype=torch.long, device=device).reshape(1, -1),
         [T],
         [len(target)],
         blank=blank,
         reduction="none",
-    )[0]
+    )[0].cpu()
     if torch.isinf(expected):
         assert torch.isinf(ours) and ours > 0
     else:
@@ -69,11 +69,11 @@ def test_loss_equals_enumeration_of_all_paths(T, C, target, blank):
 
 # The impossible case has no finite gradient; the rest are small enough for T * C enumerations.
 @pytest.mark.parametrize("T,C,target,blank", [case for case in CASES if case[2] != [1, 1] or case[0] > 2])
-def test_gradient_equals_finite_differences_of_enumeration(T, C, target, blank):
+def test_gradient_equals_finite_differences_of_enumeration(T, C, target, blank, device):
     generator = torch.Generator().manual_seed(T * 17 + C)
     logits = torch.randn(T, C, generator=generator, dtype=torch.float64)
-    targets = torch.tensor([target], dtype=torch.long).reshape(1, -1)
-    x = logits.unsqueeze(1).clone().requires_grad_(True)
+    targets = torch.tensor([target], dtype=torch.long, device=device).reshape(1, -1)
+    x = logits.unsqueeze(1).to(device).requires_grad_(True)
     ctc_ext.ctc_loss(x, targets, [T], [len(target)], blank=blank, reduction="sum").backward()
     step = 1e-6
     numeric = torch.zeros(T, C, dtype=torch.float64)
@@ -82,17 +82,17 @@ def test_gradient_equals_finite_differences_of_enumeration(T, C, target, blank):
         plus[t, k] += step
         minus[t, k] -= step
         numeric[t, k] = (brute_force_nll(plus, target, blank) - brute_force_nll(minus, target, blank)) / (2 * step)
-    torch.testing.assert_close(x.grad[:, 0], numeric, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(x.grad[:, 0].cpu(), numeric, rtol=1e-6, atol=1e-7)
 
 
-def test_ragged_batch_equals_per_sample_enumeration():
+def test_ragged_batch_equals_per_sample_enumeration(device):
     generator = torch.Generator().manual_seed(7)
     T, C = 5, 3
     logits = torch.randn(T, 3, C, generator=generator, dtype=torch.float64)
     targets = [[1, 2], [2], []]
     input_lengths = [5, 3, 2]
     padded = torch.tensor([[1, 2], [2, 0], [0, 0]])
-    ours = ctc_ext.ctc_loss(logits, padded, input_lengths, [2, 1, 0], reduction="none")
+    ours = ctc_ext.ctc_loss(logits.to(device), padded.to(device), input_lengths, [2, 1, 0], reduction="none").cpu()
     for n in range(3):
         expected = brute_force_nll(logits[: input_lengths[n], n], targets[n], 0)
         torch.testing.assert_close(ours[n], expected, rtol=1e-12, atol=1e-12)

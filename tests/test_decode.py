@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from ctc_cases import make_batch
 
 import ctc_ext
 
@@ -46,16 +47,16 @@ def all_label_sequences(num_classes, blank, max_length):
     return [list(s) for length in range(max_length + 1) for s in itertools.product(labels, repeat=length)]
 
 
-def random_logits(T, N, C, seed, dtype=torch.float64):
+def random_logits(T, N, C, seed, dtype=torch.float64, device="cpu"):
     generator = torch.Generator().manual_seed(seed)
-    return (2 * torch.randn(T, N, C, generator=generator)).to(dtype)
+    return (2 * torch.randn(T, N, C, generator=generator)).to(device=device, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------
 # Greedy
 @pytest.mark.parametrize("blank", [0, 3])
-def test_greedy_equals_collapsed_argmax_path(blank):
-    logits = random_logits(20, 6, 5, seed=1, dtype=torch.float32)
+def test_greedy_equals_collapsed_argmax_path(blank, device):
+    logits = random_logits(20, 6, 5, seed=1, dtype=torch.float32, device=device)
     lengths = [20, 0, 7, 19, 1, 12]
     decoded = ctc_ext.greedy_decode(logits, lengths, blank=blank)
     assert len(decoded) == 6
@@ -65,14 +66,14 @@ def test_greedy_equals_collapsed_argmax_path(blank):
         assert decoded[n].tolist() == collapse(best_path, blank)
 
 
-def test_greedy_merges_repeats_only_without_a_blank_between():
+def test_greedy_merges_repeats_only_without_a_blank_between(device):
     path = [1, 1, 0, 1, 2, 2, 0, 0, 2]
-    logits = F.one_hot(torch.tensor(path), 3).double().unsqueeze(1) * 10  # (T, 1, C)
+    logits = F.one_hot(torch.tensor(path, device=device), 3).double().unsqueeze(1) * 10  # (T, 1, C)
     assert ctc_ext.greedy_decode(logits)[0].tolist() == [1, 1, 2, 2]
 
 
-def test_greedy_defaults_to_full_length_and_accepts_batch_first():
-    logits = random_logits(15, 4, 6, seed=2)
+def test_greedy_defaults_to_full_length_and_accepts_batch_first(device):
+    logits = random_logits(15, 4, 6, seed=2, device=device)
     full = ctc_ext.greedy_decode(logits)
     explicit = ctc_ext.greedy_decode(logits, torch.tensor([15, 15, 15, 15], dtype=torch.int32))
     batch_first = ctc_ext.greedy_decode(logits.transpose(0, 1).contiguous(), batch_first=True)
@@ -81,8 +82,8 @@ def test_greedy_defaults_to_full_length_and_accepts_batch_first():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_greedy_reduced_precision_matches_float32_of_same_values(dtype):
-    logits = random_logits(30, 3, 7, seed=3, dtype=dtype)
+def test_greedy_reduced_precision_matches_float32_of_same_values(dtype, device):
+    logits = random_logits(30, 3, 7, seed=3, dtype=dtype, device=device)
     expected = ctc_ext.greedy_decode(logits.float())
     for a, b in zip(ctc_ext.greedy_decode(logits), expected):
         assert a.tolist() == b.tolist()
@@ -91,12 +92,13 @@ def test_greedy_reduced_precision_matches_float32_of_same_values(dtype):
 # ----------------------------------------------------------------------------------------------
 # Prefix beam search
 @pytest.mark.parametrize("num_classes,blank,T", [(3, 0, 4), (3, 2, 5), (4, 1, 4)])
-def test_wide_beam_is_exact_against_enumeration(num_classes, blank, T):
+def test_wide_beam_is_exact_against_enumeration(num_classes, blank, T, device):
     N = 3
     logits = random_logits(T, N, num_classes, seed=10 + num_classes + T)
     lengths = [T, T - 1, 2]
     sequences = all_label_sequences(num_classes, blank, T)
-    results = ctc_ext.beam_search(logits, lengths, beam_width=len(sequences), blank=blank, top_k=4)
+    # Beam search decodes on the host: CUDA input is copied there once, results come back there.
+    results = ctc_ext.beam_search(logits.to(device), lengths, beam_width=len(sequences), blank=blank, top_k=4)
     for n, length in enumerate(lengths):
         frame_log_probs = logits[:length, n].log_softmax(-1)
         candidates = [s for s in sequences if len(s) <= length]
@@ -191,8 +193,8 @@ def test_reduced_precision_inputs_decode_and_align_like_float32_of_same_values(d
     assert torch.equal(frame_log_probs, expected_frame_log_probs)
 
 
-def test_beam_search_batched_equals_per_sample_and_batch_first():
-    logits = random_logits(25, 5, 8, seed=5, dtype=torch.float32)
+def test_beam_search_batched_equals_per_sample_and_batch_first(device):
+    logits = random_logits(25, 5, 8, seed=5, dtype=torch.float32, device=device)
     lengths = torch.tensor([25, 3, 0, 17, 24])
     batched = ctc_ext.beam_search(logits, lengths, beam_width=5, top_k=3, blank=2)
     batch_first = ctc_ext.beam_search(logits.transpose(0, 1), lengths, beam_width=5, top_k=3, blank=2, batch_first=True)
@@ -242,7 +244,7 @@ def test_zero_scorer_gives_the_same_results_as_the_cpp_search():
         assert [p for _, p in a] == pytest.approx([p for _, p in b], abs=1e-9)
 
 
-def test_wide_beam_with_scorer_maximises_ctc_plus_weighted_scorer():
+def test_wide_beam_with_scorer_maximises_ctc_plus_weighted_scorer(device):
     T, C, blank, weight = 4, 3, 0, 0.7
     logits = random_logits(T, 1, C, seed=9)
 
@@ -255,7 +257,9 @@ def test_wide_beam_with_scorer_maximises_ctc_plus_weighted_scorer():
     for s, ctc_score in zip(sequences, ctc_scores):
         combined.append(ctc_score + weight * sum(scorer(s[:i], s[i]) for i in range(len(s))))
     ranked = sorted(zip(combined, sequences), key=lambda item: -item[0])
-    results = ctc_ext.beam_search(logits, beam_width=len(sequences), top_k=3, scorer=scorer, scorer_weight=weight)[0]
+    results = ctc_ext.beam_search(
+        logits.to(device), beam_width=len(sequences), top_k=3, scorer=scorer, scorer_weight=weight
+    )[0]
     for (labels, log_prob), (expected_score, expected_labels) in zip(results, ranked):
         assert labels.tolist() == expected_labels
         assert log_prob == pytest.approx(expected_score, abs=1e-9)
@@ -285,7 +289,7 @@ def best_valid_path_score(frame_log_probs, target, blank):
 
 
 @pytest.mark.parametrize("blank", [0, 2])
-def test_alignment_is_a_best_valid_path_against_enumeration(blank):
+def test_alignment_is_a_best_valid_path_against_enumeration(blank, device):
     T, C = 6, 3
     labels = [c for c in range(C) if c != blank]
     a, b = labels
@@ -297,8 +301,9 @@ def test_alignment_is_a_best_valid_path_against_enumeration(blank):
     for n, target in enumerate(targets_list):
         targets[n, : len(target)] = torch.tensor(target, dtype=torch.int64)
     alignment, frame_log_probs = ctc_ext.forced_align(
-        logits, targets, input_lengths, [len(t) for t in targets_list], blank=blank
+        logits.to(device), targets, input_lengths, [len(t) for t in targets_list], blank=blank
     )
+    alignment, frame_log_probs = alignment.cpu(), frame_log_probs.cpu()
     assert alignment.shape == frame_log_probs.shape == (N, T)
     assert frame_log_probs.dtype == torch.float64
     for n, target in enumerate(targets_list):
@@ -312,11 +317,11 @@ def test_alignment_is_a_best_valid_path_against_enumeration(blank):
         assert frame_log_probs[n, length:].tolist() == [0.0] * (T - length)
 
 
-def test_alignment_score_is_at_most_the_total_log_likelihood_on_longer_inputs():
+def test_alignment_score_is_at_most_the_total_log_likelihood_on_longer_inputs(device):
     T, N, C, S = 60, 4, 10, 20
     generator = torch.Generator().manual_seed(12)
-    logits = random_logits(T, N, C, seed=12, dtype=torch.float32)
-    targets = torch.randint(1, C, (N, S), generator=generator)
+    logits = random_logits(T, N, C, seed=12, dtype=torch.float32, device=device)
+    targets = torch.randint(1, C, (N, S), generator=generator).to(device)
     input_lengths, target_lengths = [60, 55, 41, 60], [20, 15, 20, 0]
     alignment, frame_log_probs = ctc_ext.forced_align(logits, targets, input_lengths, target_lengths)
     total = -ctc_ext.ctc_loss(logits, targets, input_lengths, target_lengths, reduction="none")
@@ -326,13 +331,13 @@ def test_alignment_score_is_at_most_the_total_log_likelihood_on_longer_inputs():
     assert alignment[3, :60].tolist() == [0] * 60  # an empty target aligns to blanks only
 
 
-def test_alignment_batched_equals_per_sample_in_every_target_format():
+def test_alignment_batched_equals_per_sample_in_every_target_format(device):
     T, N, C = 30, 4, 7
     generator = torch.Generator().manual_seed(13)
-    logits = random_logits(T, N, C, seed=13, dtype=torch.float32)
+    logits = random_logits(T, N, C, seed=13, dtype=torch.float32, device=device)
     target_lengths = [5, 0, 9, 3]
     input_lengths = [30, 12, 25, 3]
-    padded = torch.randint(1, C, (N, 10), generator=generator)
+    padded = torch.randint(1, C, (N, 10), generator=generator).to(device)
     concatenated = torch.cat([padded[n, : target_lengths[n]] for n in range(N)])
     reference = ctc_ext.forced_align(logits, padded, input_lengths, target_lengths)
     variants = [
@@ -353,24 +358,24 @@ def test_alignment_batched_equals_per_sample_in_every_target_format():
         assert torch.allclose(alone[1][0], reference[1][n, : input_lengths[n]])
 
 
-def test_alignment_with_no_frames_and_empty_target_is_all_padding():
+def test_alignment_with_no_frames_and_empty_target_is_all_padding(device):
     alignment, frame_log_probs = ctc_ext.forced_align(
-        random_logits(4, 1, 3, seed=14), torch.zeros(1, 0).long(), [0], [0]
+        random_logits(4, 1, 3, seed=14, device=device), torch.zeros(1, 0, device=device).long(), [0], [0]
     )
     assert alignment.tolist() == [[-1] * 4]
     assert frame_log_probs.tolist() == [[0.0] * 4]
 
 
 @pytest.mark.parametrize("targets,input_length", [([1, 1], 2), ([1, 2, 1], 2), ([1], 0)])
-def test_impossible_alignment_raises_naming_the_sample(targets, input_length):
-    logits = random_logits(4, 2, 3, seed=15)
+def test_impossible_alignment_raises_naming_the_sample(targets, input_length, device):
+    logits = random_logits(4, 2, 3, seed=15, device=device)
     padded = torch.tensor([[2, 0, 0], targets + [1] * (3 - len(targets))])
     with pytest.raises(ValueError, match="sample 1 .*no alignment"):
         ctc_ext.forced_align(logits, padded, [4, input_length], [1, len(targets)])
 
 
-def test_alignment_through_zero_probability_frames_raises():
-    logits = random_logits(3, 1, 3, seed=16)
+def test_alignment_through_zero_probability_frames_raises(device):
+    logits = random_logits(3, 1, 3, seed=16, device=device)
     logits[:, 0, 2] = -math.inf  # label 2 can never be emitted
     with pytest.raises(ValueError, match="sample 0"):
         ctc_ext.forced_align(logits, torch.tensor([[2]]), [3], [1])
@@ -486,25 +491,36 @@ def test_raw_ops_check_their_arguments_too():
 
 # ----------------------------------------------------------------------------------------------
 # Operator registration (schemas, fake kernels for torch.compile / export) and devices
-def test_opcheck_on_every_decode_op():
-    logits = random_logits(7, 3, 5, seed=19, dtype=torch.float32)
-    lengths = torch.tensor([7, 4, 0])
+def test_opcheck_on_every_decode_op(device):
+    logits = random_logits(7, 3, 5, seed=19, dtype=torch.float32, device=device)
+    lengths = torch.tensor([7, 4, 0], device=device)
     torch.library.opcheck(ctc_ext.ops.greedy_decode.default, (logits, lengths, 0))
-    torch.library.opcheck(ctc_ext.ops.beam_search.default, (logits, lengths, 0, 3, 2))
-    targets = torch.tensor([[1, 2], [3, 3], [0, 0]])
-    torch.library.opcheck(ctc_ext.ops.forced_align.default, (logits, targets, lengths, torch.tensor([2, 2, 0]), 0))
+    if device == "cpu":  # the beam search op has a CPU kernel only (ctc_ext.beam_search copies CUDA input)
+        torch.library.opcheck(ctc_ext.ops.beam_search.default, (logits, lengths, 0, 3, 2))
+    targets = torch.tensor([[1, 2], [3, 3], [0, 0]], device=device)
+    target_lengths = torch.tensor([2, 2, 0], device=device)
+    torch.library.opcheck(ctc_ext.ops.forced_align.default, (logits, targets, lengths, target_lengths, 0))
 
 
-def test_inputs_that_require_grad_are_decoded_without_recording_a_graph():
-    logits = random_logits(8, 2, 4, seed=23, dtype=torch.float32).requires_grad_()
+def test_inputs_that_require_grad_are_decoded_without_recording_a_graph(device):
+    logits = random_logits(8, 2, 4, seed=23, dtype=torch.float32, device=device).requires_grad_()
     assert not any(h.requires_grad for h in ctc_ext.greedy_decode(logits))
     assert not ctc_ext.beam_search(logits)[0][0][0].requires_grad
     alignment, frame_log_probs = ctc_ext.forced_align(logits, torch.tensor([[1, 2], [3, 3]]), [8, 8], [2, 2])
     assert not frame_log_probs.requires_grad
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_inputs_are_decoded_on_the_gpu_except_by_beam_search():
+# ----------------------------------------------------------------------------------------------
+# On a CUDA device only: greedy decoding and forced alignment run there and give the CPU's results;
+# beam search copies the input to the host once and decodes there.
+def test_decoders_have_cuda_kernels_and_beam_search_does_not(cuda_device):
+    def has(op):
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"ctc_ext::{op}", "CUDA")
+
+    assert has("greedy_decode") and has("forced_align") and not has("beam_search")
+
+
+def test_cuda_inputs_are_decoded_on_the_gpu_except_by_beam_search(cuda_device):
     logits = random_logits(20, 3, 6, seed=20, dtype=torch.float32)
     targets = torch.tensor([[1, 2, 3], [4, 4, 5], [1, 1, 1]])
     on_cpu, on_cuda = ctc_ext.greedy_decode(logits), ctc_ext.greedy_decode(logits.cuda())
@@ -517,3 +533,74 @@ def test_cuda_inputs_are_decoded_on_the_gpu_except_by_beam_search():
     assert torch.equal(actual[0].cpu(), expected[0])
     # the GPU's logsumexp may round differently from the CPU's
     torch.testing.assert_close(actual[1].cpu(), expected[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("blank", [0, 5])
+def test_greedy_decode_on_gpu_matches_cpu_bit_for_bit(cuda_device, dtype, blank):
+    # Quantised logits: many tied maxima, so the first-max rule is exercised too.
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randint(0, 4, (60, 6, 9), generator=generator).to(dtype)
+    lengths = torch.tensor([60, 59, 31, 1, 0, 45])
+    want = ctc_ext.ops.greedy_decode(logits, lengths, blank)
+    for device_lengths in (lengths, lengths.to(cuda_device)):
+        got = ctc_ext.ops.greedy_decode(logits.to(cuda_device), device_lengths, blank)
+        assert got[0].is_cuda and got[1].is_cuda
+        assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("padded", [True, False])
+def test_forced_align_on_gpu_matches_cpu(cuda_device, dtype, padded):
+    batch = make_batch(T=80, N=6, C=12, S=25, seed=4, dtype=dtype, input_lengths=[80, 75, 70, 66, 80, 79])
+    targets = batch.padded_targets if padded else batch.concatenated_targets
+    lengths = (torch.tensor(batch.input_lengths), torch.tensor(batch.target_lengths))
+    want = ctc_ext.ops.forced_align(batch.logits, targets, *lengths, 0)
+    for device_targets in (targets, targets.to(cuda_device)):
+        got = ctc_ext.ops.forced_align(batch.logits.to(cuda_device), device_targets, *lengths, 0)
+        # The GPU's logsumexp may round differently from the CPU's; random scores have no near
+        # ties, so the paths agree exactly and the scores to rounding.
+        assert torch.equal(got[0].cpu(), want[0])
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(got[1].cpu(), want[1], rtol=tol, atol=tol)
+        torch.testing.assert_close(got[2].cpu(), want[2], rtol=tol, atol=tol)
+
+
+def test_forced_align_on_gpu_long_targets_and_impossible_samples(cuda_device):
+    # 2 S + 1 states: several times the threads of a block; sample 2 cannot fit its target.
+    batch = make_batch(T=700, N=3, C=40, S=600, seed=5, input_lengths=[700, 650, 100], target_lengths=[600, 500, 200])
+    lengths = (torch.tensor(batch.input_lengths), torch.tensor(batch.target_lengths))
+    want = ctc_ext.ops.forced_align(batch.logits, batch.padded_targets, *lengths, 0)
+    got = ctc_ext.ops.forced_align(batch.logits.to(cuda_device), batch.padded_targets, *lengths, 0)
+    assert torch.equal(got[0].cpu(), want[0])
+    torch.testing.assert_close(got[2].cpu(), want[2], rtol=1e-12, atol=1e-12)
+    assert got[2][2].item() == float("-inf")
+    with pytest.raises(ValueError, match="sample 2"):
+        ctc_ext.forced_align(batch.logits.to(cuda_device), batch.padded_targets, *lengths)
+
+
+def test_forced_align_invalid_labels_on_the_device_raise_value_error(cuda_device):
+    logits = random_logits(10, 2, 5, seed=24, device=cuda_device)
+    targets = torch.tensor([[1, 2], [1, 9]], device=cuda_device)  # 9 >= C, checked on the device
+    with pytest.raises(ValueError, match="sample 1"):
+        ctc_ext.forced_align(logits, targets, [10, 10], [2, 2])
+    with pytest.raises(RuntimeError, match="targets must hold labels"):
+        ctc_ext.forced_align(logits, targets.cpu(), [10, 10], [2, 2])  # checked on the host
+
+
+def test_gpu_decoders_are_deterministic_and_handle_empty_batches(cuda_device):
+    logits = torch.randint(0, 3, (40, 5, 7), generator=torch.Generator().manual_seed(6)).double().to(cuda_device)
+    lengths = torch.tensor([40, 30, 20, 10, 0])
+    targets = torch.randint(1, 7, (5, 8), generator=torch.Generator().manual_seed(7))
+    target_lengths = torch.tensor([8, 6, 4, 2, 0])
+    for op, args in (
+        (ctc_ext.ops.greedy_decode, (logits, lengths, 0)),
+        (ctc_ext.ops.forced_align, (logits, targets, lengths, target_lengths, 0)),
+    ):
+        first, again = op(*args), op(*args)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+    empty = torch.randn(5, 0, 4, device=cuda_device)
+    no_lengths = torch.zeros(0, dtype=torch.long)
+    assert ctc_ext.ops.greedy_decode(empty, no_lengths, 0)[0].shape == (0, 5)
+    no_targets = torch.zeros(0, 2, dtype=torch.long)
+    assert ctc_ext.ops.forced_align(empty, no_targets, no_lengths, no_lengths, 0)[2].shape == (0,)

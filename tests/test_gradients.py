@@ -9,8 +9,8 @@ import ctc_ext
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
-def test_gradcheck_on_raw_logits(seed, reduction):
-    batch = make_batch(T=8, N=3, C=5, S=3, seed=seed, blank=seed % 5)
+def test_gradcheck_on_raw_logits(seed, reduction, device):
+    batch = make_batch(T=8, N=3, C=5, S=3, seed=seed, blank=seed % 5, device=device)
     logits = batch.logits.clone().requires_grad_(True)
 
     def loss(x):
@@ -21,8 +21,8 @@ def test_gradcheck_on_raw_logits(seed, reduction):
     assert torch.autograd.gradcheck(loss, (logits,), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
-def test_gradcheck_batch_first_concatenated_targets():
-    batch = make_batch(T=7, N=3, C=4, S=3, seed=11, input_lengths=[7, 6, 5], target_lengths=[3, 2, 1])
+def test_gradcheck_batch_first_concatenated_targets(device):
+    batch = make_batch(T=7, N=3, C=4, S=3, seed=11, input_lengths=[7, 6, 5], target_lengths=[3, 2, 1], device=device)
     logits = batch.logits.transpose(0, 1).contiguous().requires_grad_(True)
     assert torch.autograd.gradcheck(
         lambda x: ctc_ext.ctc_loss(
@@ -32,8 +32,8 @@ def test_gradcheck_batch_first_concatenated_targets():
     )
 
 
-def test_gradient_rows_sum_to_zero_inside_length_and_are_exactly_zero_beyond():
-    batch = make_batch(T=30, N=5, C=8, S=6, seed=12, input_lengths=[30, 22, 15, 30, 9])
+def test_gradient_rows_sum_to_zero_inside_length_and_are_exactly_zero_beyond(device):
+    batch = make_batch(T=30, N=5, C=8, S=6, seed=12, input_lengths=[30, 22, 15, 30, 9], device=device)
     for dtype in (torch.float64, torch.float32):
         logits = batch.logits.detach().to(dtype).requires_grad_(True)
         ctc_ext.ctc_loss(
@@ -48,8 +48,8 @@ def test_gradient_rows_sum_to_zero_inside_length_and_are_exactly_zero_beyond():
             assert torch.count_nonzero(grad[length:, n]) == 0
 
 
-def test_zero_infinity_gives_zero_loss_and_zero_gradient_for_impossible_samples():
-    batch = make_batch(T=6, N=3, C=5, S=5, seed=13, input_lengths=[6, 3, 6], target_lengths=[2, 5, 4])
+def test_zero_infinity_gives_zero_loss_and_zero_gradient_for_impossible_samples(device):
+    batch = make_batch(T=6, N=3, C=5, S=5, seed=13, input_lengths=[6, 3, 6], target_lengths=[2, 5, 4], device=device)
     logits = batch.logits.clone().requires_grad_(True)
     losses = ctc_ext.ctc_loss(
         logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none", zero_infinity=True
@@ -60,8 +60,8 @@ def test_zero_infinity_gives_zero_loss_and_zero_gradient_for_impossible_samples(
     assert torch.count_nonzero(logits.grad[:3, 0]) > 0
 
 
-def test_impossible_sample_without_zero_infinity_has_inf_loss_and_nan_gradient_like_builtin():
-    batch = make_batch(T=6, N=2, C=5, S=5, seed=14, input_lengths=[6, 3], target_lengths=[2, 5])
+def test_impossible_sample_without_zero_infinity_has_inf_loss_and_nan_gradient_like_builtin(device):
+    batch = make_batch(T=6, N=2, C=5, S=5, seed=14, input_lengths=[6, 3], target_lengths=[2, 5], device=device)
     logits = batch.logits.clone().requires_grad_(True)
     losses = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths, reduction="none")
     assert torch.isinf(losses[1]) and torch.isfinite(losses[0])
@@ -71,8 +71,8 @@ def test_impossible_sample_without_zero_infinity_has_inf_loss_and_nan_gradient_l
     assert torch.isfinite(logits.grad[:, 0]).all()
 
 
-def test_double_backward_raises_a_clear_error():
-    batch = make_batch(T=6, N=2, C=4, S=2, seed=15)
+def test_double_backward_raises_a_clear_error(device):
+    batch = make_batch(T=6, N=2, C=4, S=2, seed=15, device=device)
     logits = batch.logits.clone().requires_grad_(True)
     loss = ctc_ext.ctc_loss(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)
     (grad,) = torch.autograd.grad(loss, logits, create_graph=True)
@@ -80,9 +80,9 @@ def test_double_backward_raises_a_clear_error():
         grad.sum().backward()
 
 
-def test_per_sample_losses_pass_gradcheck_through_the_op():
+def test_per_sample_losses_pass_gradcheck_through_the_op(device):
     # reduction='none' through ctc_ext::ctc_loss: the C++ autograd node with an (N,) gradient.
-    batch = make_batch(T=9, N=2, C=5, S=3, seed=16)
+    batch = make_batch(T=9, N=2, C=5, S=3, seed=16, device=device)
     logits = batch.logits.clone().requires_grad_(True)
     lengths = (torch.tensor(batch.input_lengths), torch.tensor(batch.target_lengths))
     assert torch.autograd.gradcheck(
@@ -90,8 +90,8 @@ def test_per_sample_losses_pass_gradcheck_through_the_op():
     )
 
 
-def test_no_log_alpha_is_kept_when_no_gradient_is_needed():
-    batch = make_batch(T=10, N=2, C=4, S=3, seed=17)
+def test_no_log_alpha_is_kept_when_no_gradient_is_needed(device):
+    batch = make_batch(T=10, N=2, C=4, S=3, seed=17, device=device)
     lengths = (torch.tensor(batch.input_lengths), torch.tensor(batch.target_lengths))
     _, log_alpha, _ = ctc_ext.ops.ctc_loss_forward(batch.logits, batch.padded_targets, *lengths, 0, False)
     assert log_alpha.numel() == 0

@@ -8,19 +8,19 @@ import torch.nn.functional as F
 import ctc_ext
 
 
-def problem():
+def problem(device):
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(30, 4, 9, generator=generator, dtype=torch.float64)
     targets = torch.randint(1, 9, (4, 6), generator=generator)
     input_lengths = torch.tensor([30, 28, 3, 25])
     target_lengths = torch.tensor([6, 0, 5, 4])  # an empty target and an impossible one
-    return x, targets, input_lengths, target_lengths
+    return tuple(tensor.to(device) for tensor in (x, targets, input_lengths, target_lengths))
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("zero_infinity", [False, True])
-def test_no_grad_equals_the_differentiable_path_and_the_builtin(reduction, zero_infinity):
-    x, targets, input_lengths, target_lengths = problem()
+def test_no_grad_equals_the_differentiable_path_and_the_builtin(reduction, zero_infinity, device):
+    x, targets, input_lengths, target_lengths = problem(device)
     with torch.no_grad():
         fast = ctc_ext.ctc_loss(
             x, targets, input_lengths, target_lengths, reduction=reduction, zero_infinity=zero_infinity
@@ -41,8 +41,8 @@ def test_no_grad_equals_the_differentiable_path_and_the_builtin(reduction, zero_
     torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-9, equal_nan=True)
 
 
-def test_no_grad_unbatched_none_has_no_batch_dimension():
-    x, targets, input_lengths, target_lengths = problem()
+def test_no_grad_unbatched_none_has_no_batch_dimension(device):
+    x, targets, input_lengths, target_lengths = problem(device)
     with torch.no_grad():
         loss = ctc_ext.ctc_loss(x[:, 0], targets[0], 30, 6, reduction="none")
     assert loss.shape == ()
@@ -50,8 +50,8 @@ def test_no_grad_unbatched_none_has_no_batch_dimension():
 
 
 @pytest.mark.parametrize("reduction", [0, 1, 2])
-def test_the_op_rejects_an_unknown_reduction_code(reduction):
-    x, targets, input_lengths, target_lengths = problem()
+def test_the_op_rejects_an_unknown_reduction_code(reduction, device):
+    x, targets, input_lengths, target_lengths = problem(device)
     with pytest.raises(RuntimeError, match="reduction must be 0"):
         torch.ops.ctc_ext.ctc_loss(x, targets, input_lengths, target_lengths, 0, reduction + 3, False)
     with pytest.raises(RuntimeError, match="reduction must be 0"):

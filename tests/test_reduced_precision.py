@@ -10,8 +10,8 @@ import ctc_ext
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("C", [6, 300])
 @pytest.mark.parametrize("seed", range(2))
-def test_loss_and_gradient_match_float64_on_the_same_rounded_inputs(dtype, C, seed):
-    batch = make_batch(T=40, N=4, C=C, S=8, seed=60 + seed, dtype=torch.float64)
+def test_loss_and_gradient_match_float64_on_the_same_rounded_inputs(dtype, C, seed, device):
+    batch = make_batch(T=40, N=4, C=C, S=8, seed=60 + seed, dtype=torch.float64, device=device)
     logits = batch.logits.to(dtype).requires_grad_(True)
     args = (batch.padded_targets, batch.input_lengths, batch.target_lengths)
     losses = ctc_ext.ctc_loss(logits, *args, reduction="none")
@@ -30,10 +30,10 @@ def test_loss_and_gradient_match_float64_on_the_same_rounded_inputs(dtype, C, se
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_no_float32_copy_of_the_input_is_made(dtype):
+def test_no_float32_copy_of_the_input_is_made(dtype, device):
     """The kernel reads the reduced-precision tensor itself: its result equals that of the float32
     kernel on the upcast input only up to float32 rounding, and no op upcasts the input."""
-    batch = make_batch(T=12, N=2, C=5, S=3, seed=63)
+    batch = make_batch(T=12, N=2, C=5, S=3, seed=63, device=device)
     logits = batch.logits.to(dtype)
     seen_dtypes = []
 
@@ -50,12 +50,12 @@ def test_no_float32_copy_of_the_input_is_made(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast_cpu_keeps_reduced_precision_logits(dtype):
+def test_autocast_keeps_reduced_precision_logits(dtype, device):
     torch.manual_seed(64)
-    model = torch.nn.Linear(12, 7)
-    features = torch.randn(20, 3, 12)
-    targets = torch.randint(1, 7, (3, 4))
-    with torch.autocast("cpu", dtype=dtype):
+    model = torch.nn.Linear(12, 7).to(device)
+    features = torch.randn(20, 3, 12, device=device)
+    targets = torch.randint(1, 7, (3, 4), device=device)
+    with torch.autocast(device, dtype=dtype):
         logits = model(features)
         assert logits.dtype == dtype
         loss = ctc_ext.ctc_loss(logits, targets, [20, 18, 15], [4, 3, 2])

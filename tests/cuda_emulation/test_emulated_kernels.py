@@ -8,7 +8,7 @@ Run alone with `pytest -m cuda_emulation`.
 import pytest
 import torch
 import torch.nn.functional as F
-from ctc_cases import unit_in_last_place
+from ctc_cases import make_batch, unit_in_last_place
 
 import ctc_ext
 
@@ -30,20 +30,20 @@ def make_problem(
     index_dtype=torch.int64,
     repeats=False,
 ):
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(T, N, C, generator=generator, dtype=torch.float64).to(dtype)
-    labels = [c for c in range(C) if c != blank]
+    """The spec suite's random problem (tests/ctc_cases.make_batch, what the spec tests run on
+    every device), as tensors: padding beyond each target length is out-of-range junk."""
     S = max(max(target_lengths), 1)
-    targets = torch.empty(N, S, dtype=index_dtype)
-    for n in range(N):
-        pick = torch.randint(0, len(labels), (S,), generator=generator)
-        if repeats:
-            pick[1::2] = pick[0::2][: pick[1::2].numel()]  # adjacent equal labels
-        targets[n] = torch.tensor([labels[i] for i in pick], dtype=index_dtype)
+    batch = make_batch(
+        T, N, C, S, blank=blank, dtype=dtype, seed=seed, input_lengths=lengths, target_lengths=target_lengths
+    )
+    targets = batch.padded_targets.to(index_dtype)
+    if repeats:
+        targets[:, 1::2] = targets[:, 0::2][:, : targets[:, 1::2].shape[1]]  # adjacent equal labels
     input_lengths = torch.tensor(lengths, dtype=torch.int64)
     target_lengths = torch.tensor(target_lengths, dtype=torch.int64)
     if not padded:
         targets = torch.cat([targets[n, : target_lengths[n]] for n in range(N)])
+    logits = batch.logits
     return logits, targets, input_lengths, target_lengths
 
 

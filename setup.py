@@ -5,6 +5,11 @@ CUDA build and CUDA_HOME is found (no GPU needed), or forced with FORCE_CUDA=1.
 TORCH_CUDA_ARCH_LIST picks the GPU architectures (default 8.0;9.0).  Install with
 `pip install --no-build-isolation .` into an environment that already has the torch you will run
 with (see the README for why).
+
+Development builds (scripts/setup_env.sh) are incremental: `setup.py build_ext --inplace` keeps
+its ninja objects in build/ and recompiles only what changed (every header is a dependency), and
+the package is registered once with CTC_EXT_REGISTER_ONLY=1 `pip install -e .`, which installs
+the package and the ctc-bench script without building the extension a second time.
 """
 
 import glob
@@ -45,6 +50,8 @@ def cuda_library_include_dirs():
 
 
 def extension():
+    if os.environ.get("CTC_EXT_REGISTER_ONLY", "0") == "1":
+        return None  # the in-place build provides ctc_ext/_C*.so
     debug = os.environ.get("CTC_EXT_DEBUG", "0") == "1"
     cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
     cxx_flags += ["-std=c++20", "-fvisibility=hidden"]  # torch >= 2.14 headers need C++20
@@ -56,6 +63,9 @@ def extension():
         cxx_flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         extra_link += ["-fsanitize=address"]
     cpp_sources = sources("*.cpp")
+    # setuptools rebuilds only when a listed file is newer than the library; ninja then
+    # recompiles only the objects whose sources or headers changed.
+    depends = sources("*.h") + sources("*.cuh") + ["setup.py"]
     # Not the limited Python API (abi3): the module binds libtorch's C++ API with pybind11, so the
     # library is tied to one Python version and one torch build anyway.
     define_macros = []
@@ -75,6 +85,7 @@ def extension():
             cpp_sources + cu_sources,
             include_dirs=include_dirs,
             define_macros=define_macros,
+            depends=depends,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=extra_link,
         )
@@ -83,13 +94,15 @@ def extension():
         "ctc_ext._C",
         cpp_sources,
         define_macros=define_macros,
+        depends=depends,
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=extra_link,
     )
 
 
+EXTENSION = extension()
 setup(
     packages=find_packages(include=["ctc_ext", "ctc_ext.*"]),
-    ext_modules=[extension()],
+    ext_modules=[EXTENSION] if EXTENSION is not None else [],
     cmdclass={"build_ext": BuildExtension},
 )

@@ -1,20 +1,70 @@
 #!/usr/bin/env bash
-# Creates .venv with the CPU build of torch and everything the project needs, then builds and
-# installs ctc_ext into it (editable).  Safe to run again: it only does what is missing.
+# Creates the venv (.venv, or CTC_EXT_VENV) with torch and everything the project needs, and
+# builds ctc_ext into the checkout.  Safe and quick to run again: it only does what is missing.
+#   - torch: one already in the venv (>= 2.11) is kept; otherwise torch==2.13.0 is installed from
+#     pip's configured indexes (see the README for machines where that would be the CUDA build);
+#   - the other packages are installed only when one of them does not import;
+#   - the extension is built with `setup.py build_ext --inplace`: ninja keeps its objects in
+#     build/ and recompiles only what changed, so an unchanged tree costs a few seconds;
+#   - the package (and the ctc-bench script) is registered in the venv once, editable, without a
+#     second build of the extension (CTC_EXT_REGISTER_ONLY=1, see setup.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CTC_EXT_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
+TORCH_PIN="${CTC_EXT_TORCH:-torch==2.13.0}"
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+start=$(date +%s)
+step() { echo "== [setup $(($(date +%s) - start)) s] $*"; }
 
 if [ ! -x "$VENV/bin/python" ]; then
-  echo "== creating $VENV"
+  step "creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-# torch is pinned to the CPU build this machine has on disk; the extension is built against it
-# without build isolation so that it imports under the same torch.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0 numpy ninja pybind11 \
-  pytest expecttest hypothesis scikit-learn tqdm matplotlib ruff clang-format
-echo "== building ctc_ext"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e "$ROOT"
-"$VENV/bin/python" -c "import torch, ctc_ext; print('ctc_ext ready with torch', torch.__version__)"
+
+# The extension is compiled against the torch it will run with, so an existing torch is kept.
+if ! "$VENV/bin/python" - <<'PY' 2>/dev/null; then
+import sys
+import torch
+major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+sys.exit(0 if (major, minor) >= (2, 11) else 1)
+PY
+  step "installing $TORCH_PIN"
+  "${PIP[@]}" "$TORCH_PIN"
+fi
+
+# module name -> pip package; installed only when one does not import.
+PACKAGES=(numpy:numpy ninja:ninja pybind11:pybind11 pytest:pytest expecttest:expecttest hypothesis:hypothesis
+  sklearn:scikit-learn tqdm:tqdm matplotlib:matplotlib setuptools:setuptools)
+missing=()
+for entry in "${PACKAGES[@]}"; do
+  "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('${entry%%:*}') is None)" ||
+    missing+=("${entry#*:}")
+done
+for tool in ruff clang-format; do
+  [ -x "$VENV/bin/$tool" ] || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  # A constraint keeps pip from replacing the torch chosen above while it resolves the others.
+  constraint="$(mktemp)"
+  "$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__)" >"$constraint"
+  "${PIP[@]}" -c "$constraint" "${missing[@]}"
+  rm -f "$constraint"
+fi
+
+step "building ctc_ext (incremental, objects in build/)"
+(cd "$ROOT" && PATH="$VENV/bin:$PATH" "$VENV/bin/python" setup.py -q build_ext --inplace)
+
+# Registered once: an editable install that points the venv at this checkout.
+if [ ! -x "$VENV/bin/ctc-bench" ] || ! (cd / && "$VENV/bin/python" - "$ROOT" <<'PY' 2>/dev/null); then
+import importlib.util, os, sys
+spec = importlib.util.find_spec("ctc_ext")
+assert spec is not None and os.path.samefile(os.path.dirname(spec.origin), os.path.join(sys.argv[1], "ctc_ext"))
+PY
+  step "registering ctc_ext in $VENV (editable)"
+  CTC_EXT_REGISTER_ONLY=1 "${PIP[@]}" --no-build-isolation --no-deps -e "$ROOT"
+fi
+(cd / && "$VENV/bin/python" -c "import torch, ctc_ext; print('ctc_ext ready with torch', torch.__version__)")
+step "done"

@@ -7,7 +7,8 @@ TORCH_CUDA_ARCH_LIST picks the GPU architectures (default 8.0;9.0).  Install wit
 with (see the README for why).
 
 Development builds (scripts/setup_env.sh) are incremental: `setup.py build_ext --inplace` keeps
-its ninja objects in build/ and recompiles only what changed (every header is a dependency), and
+its objects in build/, where ninja recompiles only those whose sources or headers changed (it
+reads the compiler's dependency files), then relinks the library; and
 the package is registered once with CTC_EXT_REGISTER_ONLY=1 `pip install -e .`, which installs
 the package and the ctc-bench script without building the extension a second time.
 """
@@ -63,9 +64,6 @@ def extension():
         cxx_flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         extra_link += ["-fsanitize=address"]
     cpp_sources = sources("*.cpp")
-    # setuptools rebuilds only when a listed file is newer than the library; ninja then
-    # recompiles only the objects whose sources or headers changed.
-    depends = sources("*.h") + sources("*.cuh") + ["setup.py"]
     # Not the limited Python API (abi3): the module binds libtorch's C++ API with pybind11, so the
     # library is tied to one Python version and one torch build anyway.
     define_macros = []
@@ -85,7 +83,6 @@ def extension():
             cpp_sources + cu_sources,
             include_dirs=include_dirs,
             define_macros=define_macros,
-            depends=depends,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=extra_link,
         )
@@ -94,7 +91,6 @@ def extension():
         "ctc_ext._C",
         cpp_sources,
         define_macros=define_macros,
-        depends=depends,
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=extra_link,
     )

@@ -2,7 +2,8 @@
 # Creates the venv (.venv, or CTC_EXT_VENV) with torch and everything the project needs, and
 # builds ctc_ext into the checkout.  Safe and quick to run again: it only does what is missing.
 #   - torch: one already in the venv (>= 2.11) is kept; otherwise torch==2.13.0 is installed from
-#     pip's configured indexes (see the README for machines where that would be the CUDA build);
+#     pip's configured indexes (CTC_EXT_TORCH overrides the requirement; see the README for
+#     machines where pip would pick the CUDA build);
 #   - the other packages are installed only when one of them does not import;
 #   - the extension is built with `setup.py build_ext --inplace`: ninja keeps its objects in
 #     build/ and recompiles only what changed, so an unchanged tree costs a few seconds;

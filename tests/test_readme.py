@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import ctc_ext
 from ctc_ext import bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,11 +45,11 @@ def test_python_block_runs_as_shown(block, tmp_path):
     document, _, code = block
     if "plot_alignment" in code:
         pytest.importorskip("matplotlib")
-    # In a fresh interpreter and an empty folder, with this checkout's ctc_ext importable.
+    # In a fresh interpreter and an empty folder, importing the ctc_ext these tests import.
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MPLBACKEND="Agg"),
+        env=dict(os.environ, PYTHONPATH=str(Path(ctc_ext.__file__).parents[1]), OMP_NUM_THREADS="1", MPLBACKEND="Agg"),
         capture_output=True,
         text=True,
         timeout=300,

@@ -1,5 +1,5 @@
-"""Every code block of the README (and of docs/example.md, which it points newcomers to) works as
-shown: each ```python block runs as it stands in a fresh interpreter, and every line of each
+"""Every code block of the README (and of docs/example.md and docs/benchmarks.md, where it sends
+newcomers to run things) works as shown: each ```python block runs as it stands in a fresh interpreter, and every line of each
 ```bash block is checked (the scripts it runs exist, the options it passes parse).  The bash
 blocks are not run: they set up venvs and run this very suite."""
 
@@ -16,7 +16,7 @@ import ctc_ext
 from ctc_ext import bench
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ["README.md", "docs/example.md"]
+DOCUMENTS = ["README.md", "docs/example.md", "docs/benchmarks.md"]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 

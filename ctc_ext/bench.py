@@ -32,6 +32,10 @@ DEFAULT_REPEAT = 5
 # A row whose per-run speedups spread wider than this (interquartile range over the median) is
 # flagged: the machine was busy (other processes, stalled threads) and its ratio is not to be trusted.
 UNSTEADY_SPREAD = 0.25
+# A CPU row is also flagged when a pipeline's runs got less CPU time (all threads) than half their
+# wall-clock time: the process waited for a core.  Then every run can stall alike (a 2-thread call
+# waiting ~10-20 ms for its second thread), which leaves the spread narrow and the ratio wrong.
+MIN_CPU_SHARE = 0.5
 
 # (T, N, C, S, what it stands for).  T frames, N batch, C classes, S (max) target length.
 DEFAULT_SHAPES = [
@@ -235,20 +239,23 @@ def train_step(loss_fn, x, args):
 
 
 def time_alternating(pipelines, device, repeat):
-    """Seconds of each run of each of `pipelines` (name -> thunk), run alternately after a warm-up:
-    name -> list of `repeat` times, the i-th runs of all pipelines next to each other in time."""
+    """Runs `pipelines` (name -> thunk) alternately after a warm-up.  Returns (wall, cpu):
+    name -> the `repeat` wall-clock seconds of its runs (the i-th runs of all pipelines next to each
+    other in time), and name -> the CPU seconds of the process (all threads) over those runs."""
     for thunk in pipelines.values():
         thunk()
     synchronize(device)
-    samples = {name: [] for name in pipelines}
+    wall = {name: [] for name in pipelines}
+    cpu = {name: 0.0 for name in pipelines}
     for _ in range(repeat):
         for name, thunk in pipelines.items():
             synchronize(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             thunk()
             synchronize(device)
-            samples[name].append(time.perf_counter() - start)
-    return samples
+            cpu[name] += time.process_time() - start_cpu
+            wall[name].append(time.perf_counter() - start)
+    return wall, cpu
 
 
 def speedup_stats(builtin_seconds, ours_seconds):
@@ -371,7 +378,7 @@ def measure(shape, device, dtype_name, repeat, seed):
     row["max_grad_diff"] = max_abs_diff(ours_losses.new_tensor(0) + x_ours.grad.double(), x_builtin.grad.double())
 
     x_train = x.detach().clone().requires_grad_()
-    forward_times = time_alternating(
+    forward_times, forward_cpu = time_alternating(
         {
             "builtin": lambda: forward_step(builtin_loss, x, args),
             "ours": lambda: forward_step(ours_loss, x, args),
@@ -379,7 +386,7 @@ def measure(shape, device, dtype_name, repeat, seed):
         device,
         repeat,
     )
-    train_times = time_alternating(
+    train_times, train_cpu = time_alternating(
         {
             "builtin": lambda: train_step(builtin_loss, x_train, args),
             "ours": lambda: train_step(ours_loss, x_train, args),
@@ -395,7 +402,16 @@ def measure(shape, device, dtype_name, repeat, seed):
         row[f"speedup_{step}"] = speedup
         row[f"speedup_{step}_iqr"] = quartiles
         row[f"speedup_{step}_spread"] = spread
-    row["unsteady"] = max(row["speedup_fwd_spread"], row["speedup_train_spread"]) > UNSTEADY_SPREAD
+    row["cpu_share"] = None
+    if device == "cpu":
+        row["cpu_share"] = min(
+            cpu[name] / sum(wall[name])
+            for wall, cpu in ((forward_times, forward_cpu), (train_times, train_cpu))
+            for name in wall
+        )
+    row["unsteady"] = max(row["speedup_fwd_spread"], row["speedup_train_spread"]) > UNSTEADY_SPREAD or (
+        row["cpu_share"] is not None and row["cpu_share"] < MIN_CPU_SHARE
+    )
 
     # Peak memory of one training step each (after the warm-ups above).
     row["builtin_peak_mb"] = peak_memory_mb(lambda: train_step(builtin_loss, x_train, args), device)
@@ -406,7 +422,7 @@ def measure(shape, device, dtype_name, repeat, seed):
     if device == "cuda" and dtype == torch.float32:
         cudnn_args = cudnn_inputs(*args)
         if cudnn_args is not None:
-            cudnn_times = time_alternating(
+            cudnn_times, _ = time_alternating(
                 {
                     "cudnn": lambda: train_step(builtin_loss, x_train, cudnn_args),
                     "ours": lambda: train_step(ours_loss, x_train, args),
@@ -447,8 +463,9 @@ COLUMNS = [
 
 UNSTEADY_WARNING = (
     "warning: {count} row(s) marked unsteady: their per-run speedups spread more than {limit:.0%} of the median "
-    "(interquartile range over median), so the machine was busy while they ran and their ratios are not to be "
-    "trusted; rerun them on a quieter machine or with more --repeat."
+    "(interquartile range over median), or a pipeline's runs had the CPU less than {share:.0%} of their time: the "
+    "machine was busy while they ran and their ratios are not to be trusted; rerun them on a quieter machine, "
+    "with more --repeat or with --threads 1."
 )
 
 
@@ -544,7 +561,7 @@ def print_report(rows):
         )
     unsteady = sum(row["unsteady"] for row in rows)
     if unsteady:
-        print(UNSTEADY_WARNING.format(count=unsteady, limit=UNSTEADY_SPREAD))
+        print(UNSTEADY_WARNING.format(count=unsteady, limit=UNSTEADY_SPREAD, share=MIN_CPU_SHARE))
 
 
 def decode_rows(options):

@@ -32,6 +32,7 @@ ROW_KEYS = {
     "speedup_fwd_spread",
     "speedup_train_spread",
     "unsteady",
+    "cpu_share",
 }
 
 
@@ -170,6 +171,20 @@ def test_unsteady_rows_are_flagged_in_the_table_and_json(tmp_path, capsys, monke
     assert rows[0]["speedup_train_spread"] > bench.UNSTEADY_SPREAD
     out = capsys.readouterr().out
     assert "unsteady" in out and "warning: 1 row(s) marked unsteady" in out
+
+
+def test_rows_whose_every_run_waited_are_flagged_although_their_spread_is_narrow(tmp_path, monkeypatch):
+    # Every call of ours waits 20 ms without the CPU, as a 2-thread call does for its second
+    # thread when the cores are taken: the ratios agree with each other, the CPU share gives it away.
+    real_ours_loss = bench.ours_loss
+
+    def waiting_ours_loss(*args, **kwargs):
+        time.sleep(0.02)
+        return real_ours_loss(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "ours_loss", waiting_ours_loss)
+    row = run_json(tmp_path, "--shapes", "20,2,5,4", "--repeat", "5")[0]
+    assert row["cpu_share"] < bench.MIN_CPU_SHARE and row["unsteady"] is True
 
 
 def test_decode_aligns_targets_of_the_given_length(tmp_path):

@@ -35,14 +35,16 @@ PY
   "${PIP[@]}" "$TORCH_PIN"
 fi
 
-# module name -> pip package; installed only when one does not import.
-PACKAGES=(numpy:numpy ninja:ninja pybind11:pybind11 pytest:pytest expecttest:expecttest hypothesis:hypothesis
-  sklearn:scikit-learn tqdm:tqdm matplotlib:matplotlib setuptools:setuptools)
+# module name -> pip package; installed only when one does not import (checked in one interpreter).
 missing=()
-for entry in "${PACKAGES[@]}"; do
-  "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('${entry%%:*}') is None)" ||
-    missing+=("${entry#*:}")
-done
+read -r -a missing < <("$VENV/bin/python" - <<'PY'
+import importlib.util
+modules = {"numpy": "numpy", "ninja": "ninja", "pybind11": "pybind11", "pytest": "pytest", "expecttest": "expecttest",
+           "hypothesis": "hypothesis", "sklearn": "scikit-learn", "tqdm": "tqdm", "matplotlib": "matplotlib",
+           "setuptools": "setuptools"}
+print(" ".join(package for module, package in modules.items() if importlib.util.find_spec(module) is None))
+PY
+)
 for tool in ruff clang-format; do
   [ -x "$VENV/bin/$tool" ] || missing+=("$tool")
 done

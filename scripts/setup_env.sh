@@ -5,8 +5,9 @@
 #     pip's configured indexes (CTC_EXT_TORCH overrides the requirement; see the README for
 #     machines where pip would pick the CUDA build);
 #   - the other packages are installed only when one of them does not import;
-#   - the extension is built with `setup.py build_ext --inplace`: ninja keeps its objects in
-#     build/ and recompiles only what changed, so an unchanged tree costs a few seconds;
+#   - the extension is built with `setup.py build_ext --inplace` when a source, setup.py or torch
+#     is newer than the library: ninja keeps its objects in build/ and recompiles only what
+#     changed; an unchanged tree is not built at all;
 #   - the package (and the ctc-bench script) is registered in the venv once, editable, without a
 #     second build of the extension (CTC_EXT_REGISTER_ONLY=1, see setup.py).
 set -euo pipefail
@@ -27,8 +28,8 @@ fi
 # The extension is compiled against the torch it will run with, so an existing torch is kept.
 if ! "$VENV/bin/python" - <<'PY' 2>/dev/null; then
 import sys
-import torch
-major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+from importlib.metadata import version  # reads the installed version without importing torch
+major, minor = (int(part) for part in version("torch").split(".")[:2])
 sys.exit(0 if (major, minor) >= (2, 11) else 1)
 PY
   step "installing $TORCH_PIN"
@@ -57,8 +58,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   rm -f "$constraint"
 fi
 
-step "building ctc_ext (incremental, objects in build/)"
-(cd "$ROOT" && PATH="$VENV/bin:$PATH" "$VENV/bin/python" setup.py -q build_ext --inplace)
+# Skipped outright when no source, setup.py or the venv's torch is newer than the built library
+# (a torch import alone costs seconds); otherwise ninja recompiles only what changed.
+library=("$ROOT"/ctc_ext/_C*.so)
+torch_version=("$VENV"/lib/python*/site-packages/torch/version.py)
+if [ -e "${library[0]}" ] &&
+  [ -z "$(find "$ROOT/csrc" "$ROOT/setup.py" "${torch_version[@]}" -newer "${library[0]}" -print -quit)" ]; then
+  step "ctc_ext is up to date: nothing in csrc/, setup.py or torch is newer than ctc_ext/${library[0]##*/}"
+else
+  step "building ctc_ext (incremental, objects in build/)"
+  (cd "$ROOT" && PATH="$VENV/bin:$PATH" "$VENV/bin/python" setup.py -q build_ext --inplace)
+  (cd / && "$VENV/bin/python" -c "import torch, ctc_ext; print('ctc_ext built for torch', torch.__version__)")
+fi
 
 # Registered once: an editable install that points the venv at this checkout.
 if [ ! -x "$VENV/bin/ctc-bench" ] || ! (cd / && "$VENV/bin/python" - "$ROOT" <<'PY' 2>/dev/null); then
@@ -69,5 +80,4 @@ PY
   step "registering ctc_ext in $VENV (editable)"
   CTC_EXT_REGISTER_ONLY=1 "${PIP[@]}" --no-build-isolation --no-deps -e "$ROOT"
 fi
-(cd / && "$VENV/bin/python" -c "import torch, ctc_ext; print('ctc_ext ready with torch', torch.__version__)")
 step "done"

@@ -5,6 +5,12 @@ CUDA build and CUDA_HOME is found (no GPU needed), or forced with FORCE_CUDA=1.
 TORCH_CUDA_ARCH_LIST picks the GPU architectures (default 8.0;9.0).  Install with
 `pip install --no-build-isolation .` into an environment that already has the torch you will run
 with (see the README for why).
+
+Development builds (scripts/setup_env.sh) are incremental: `setup.py build_ext --inplace` keeps
+its objects in build/, where ninja recompiles only those whose sources or headers changed (it
+reads the compiler's dependency files), then relinks the library; and
+the package is registered once with CTC_EXT_REGISTER_ONLY=1 `pip install -e .`, which installs
+the package and the ctc-bench script without building the extension a second time.
 """
 
 import glob
@@ -45,6 +51,8 @@ def cuda_library_include_dirs():
 
 
 def extension():
+    if os.environ.get("CTC_EXT_REGISTER_ONLY", "0") == "1":
+        return None  # the in-place build provides ctc_ext/_C*.so
     debug = os.environ.get("CTC_EXT_DEBUG", "0") == "1"
     cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
     cxx_flags += ["-std=c++20", "-fvisibility=hidden"]  # torch >= 2.14 headers need C++20
@@ -88,8 +96,9 @@ def extension():
     )
 
 
+EXTENSION = extension()
 setup(
     packages=find_packages(include=["ctc_ext", "ctc_ext.*"]),
-    ext_modules=[extension()],
+    ext_modules=[EXTENSION] if EXTENSION is not None else [],
     cmdclass={"build_ext": BuildExtension},
 )

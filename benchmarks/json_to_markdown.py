@@ -5,6 +5,15 @@ import platform
 import sys
 
 
+def speedup(row, step):
+    """'9.8x', with the interquartile range of the per-run speedups where the file has it."""
+    text = f"{row[f'speedup_{step}']:.1f}x"
+    if f"speedup_{step}_iqr" in row:
+        q1, q3 = row[f"speedup_{step}_iqr"]
+        text += f" ({q1:.1f}-{q3:.1f})"
+    return text
+
+
 def main(paths):
     rows = []
     for path in paths:
@@ -19,9 +28,9 @@ def main(paths):
         peak = "n/a" if r["builtin_peak_mb"] is None else f"{r['builtin_peak_mb']:.1f} / {r['ours_peak_mb']:.1f}"
         print(
             f"| {r['T']} | {r['N']} | {r['C']} | {r['S']} | {r.get('threads', '?')} "
-            f"| {r['builtin_fwd_ms']:.3f} / {r['ours_fwd_ms']:.3f} | {r['speedup_fwd']:.1f}x "
-            f"| {r['builtin_train_ms']:.3f} / {r['ours_train_ms']:.3f} | {r['speedup_train']:.1f}x | {peak} "
-            f"| {r['max_loss_diff']:.1e} | {r['max_grad_diff']:.1e} |"
+            f"| {r['builtin_fwd_ms']:.3f} / {r['ours_fwd_ms']:.3f} | {speedup(r, 'fwd')} "
+            f"| {r['builtin_train_ms']:.3f} / {r['ours_train_ms']:.3f} | {speedup(r, 'train')} | {peak} "
+            f"| {r['max_loss_diff']:.1e} | {r['max_grad_diff']:.1e} |" + (" unsteady" if r.get("unsteady") else "")
         )
     first = rows[0]
     print(

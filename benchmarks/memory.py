@@ -5,7 +5,7 @@ every library, then the resident-set high-water mark (ru_maxrss) is compared bef
 one full step. The difference is the step's peak extra memory: activations kept for backward,
 scratch space and the gradient.
 
-    python benchmarks/memory.py                      # the README's rows
+    python benchmarks/memory.py                      # the rows of docs/design.md (Memory)
     python benchmarks/memory.py --shapes 8000,4,29,2000 --only ours
 """
 

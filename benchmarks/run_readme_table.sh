@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Produces the README's CPU benchmark tables (float32):
+# Produces the CPU benchmark tables of docs/benchmarks.md (the README shows the first) (float32):
 #  1. the issue's target shapes (small and large vocabularies) on 2 threads, then on 1 thread
 #     -> benchmarks/results/readme_cpu_float32.json, readme_cpu_float32_1thread.json
 #  2. the tiny per-call-overhead case (T=50 N=1 C=29 S=10) on 1 and 2 threads with many repeats
-#     -> benchmarks/results/readme_cpu_tiny.json
+#     -> benchmarks/results/readme_cpu_tiny_1thread.json, readme_cpu_tiny_2thread.json
 # then prints both as markdown.  Usage: bash benchmarks/run_readme_table.sh [extra ctc-bench options]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -2,7 +2,7 @@
 // reachable band of the lattice.  Shared by every backend (CPU, CUDA and its CPU emulation), so
 // it depends on nothing but the C++ standard library and compiles as host and device code.
 //
-// Conventions used throughout (see CTC_NOTES.md):
+// Conventions used throughout (docs/math.md states the recursions, the band and the gradient):
 //   T_n  input length of sample n,   L  its target length,   W = 2L + 1 extended states.
 //   Extended target l' = b l1 b l2 ... b lL b: even states are blanks, state 2i+1 is label i.
 //   log_alpha[t][s] and log_beta[t][s] both include the emission of frame t.

@@ -28,6 +28,15 @@ import torch.nn.functional as F
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+DEFAULT_REPEAT = 5
+# A row whose per-run speedups spread wider than this (interquartile range over the median) is
+# flagged: the machine was busy (other processes, stalled threads) and its ratio is not to be trusted.
+UNSTEADY_SPREAD = 0.25
+# A CPU row is also flagged when a pipeline's runs got less CPU time (all threads) than half their
+# wall-clock time: the process waited for a core.  Then every run can stall alike (a 2-thread call
+# waiting ~10-20 ms for its second thread), which leaves the spread narrow and the ratio wrong.
+MIN_CPU_SHARE = 0.5
+
 # (T, N, C, S, what it stands for).  T frames, N batch, C classes, S (max) target length.
 DEFAULT_SHAPES = [
     (50, 1, 29, 10, "tiny: one short utterance, per-call overhead"),
@@ -83,9 +92,9 @@ def parse_shape(text):
 
 def parse_list(choices, what):
     def parse(text):
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        bad = [item for item in items if item not in choices]
-        if not items or bad:
+        items = [item.strip() for item in text.split(",")]
+        bad = [item for item in items if item not in choices]  # an empty entry is bad too
+        if bad:
             raise argparse.ArgumentTypeError(
                 f"{what} must be a comma-separated list of {', '.join(choices)}; got {text!r}"
             )
@@ -142,8 +151,9 @@ def build_parser():
     parser.add_argument(
         "--repeat",
         type=positive_int,
-        default=3,
-        help="timed runs per pipeline and measurement (default 3; medians are reported)",
+        default=DEFAULT_REPEAT,
+        help=f"timed runs per pipeline and measurement (default {DEFAULT_REPEAT}; medians are reported, "
+        "with the interquartile range of the per-run speedups)",
     )
     parser.add_argument(
         "--threads",
@@ -164,8 +174,8 @@ def build_parser():
     parser.add_argument(
         "--decode",
         action="store_true",
-        help="also time the decoders (greedy_decode, beam_search widths 4 and 16, forced_align) "
-        "on the T,N,C of each CPU float32 shape, in frames/s",
+        help="also time the decoders (greedy_decode, beam_search widths 4 and 16, forced_align of "
+        "targets of length S) on the T,N,C,S of each shape, CPU float32, in frames/s",
     )
     return parser
 
@@ -229,19 +239,35 @@ def train_step(loss_fn, x, args):
 
 
 def time_alternating(pipelines, device, repeat):
-    """Median seconds of each of `pipelines` (name -> thunk), run alternately after a warm-up."""
+    """Runs `pipelines` (name -> thunk) alternately after a warm-up.  Returns (wall, cpu):
+    name -> the `repeat` wall-clock seconds of its runs (the i-th runs of all pipelines next to each
+    other in time), and name -> the CPU seconds of the process (all threads) over those runs."""
     for thunk in pipelines.values():
         thunk()
     synchronize(device)
-    samples = {name: [] for name in pipelines}
+    wall = {name: [] for name in pipelines}
+    cpu = {name: 0.0 for name in pipelines}
     for _ in range(repeat):
         for name, thunk in pipelines.items():
             synchronize(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             thunk()
             synchronize(device)
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            cpu[name] += time.process_time() - start_cpu
+            wall[name].append(time.perf_counter() - start)
+    return wall, cpu
+
+
+def speedup_stats(builtin_seconds, ours_seconds):
+    """The speedup of medians, and the quartiles of the per-run speedups (builtin_i / ours_i of runs
+    that were next to each other in time): how far one run's ratio strays when the machine is busy."""
+    ratios = [b / o for b, o in zip(builtin_seconds, ours_seconds)]
+    if len(ratios) > 1:
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    else:
+        q1 = q3 = ratios[0]
+    speedup = statistics.median(builtin_seconds) / statistics.median(ours_seconds)
+    return speedup, [q1, q3], (q3 - q1) / statistics.median(ratios)
 
 
 # ------------------------------------------------------------------------------------------
@@ -352,7 +378,7 @@ def measure(shape, device, dtype_name, repeat, seed):
     row["max_grad_diff"] = max_abs_diff(ours_losses.new_tensor(0) + x_ours.grad.double(), x_builtin.grad.double())
 
     x_train = x.detach().clone().requires_grad_()
-    forward_times = time_alternating(
+    forward_times, forward_cpu = time_alternating(
         {
             "builtin": lambda: forward_step(builtin_loss, x, args),
             "ours": lambda: forward_step(ours_loss, x, args),
@@ -360,7 +386,7 @@ def measure(shape, device, dtype_name, repeat, seed):
         device,
         repeat,
     )
-    train_times = time_alternating(
+    train_times, train_cpu = time_alternating(
         {
             "builtin": lambda: train_step(builtin_loss, x_train, args),
             "ours": lambda: train_step(ours_loss, x_train, args),
@@ -369,12 +395,23 @@ def measure(shape, device, dtype_name, repeat, seed):
         repeat,
     )
     x_train.grad = None
-    row["builtin_fwd_ms"] = 1e3 * forward_times["builtin"]
-    row["ours_fwd_ms"] = 1e3 * forward_times["ours"]
-    row["builtin_train_ms"] = 1e3 * train_times["builtin"]
-    row["ours_train_ms"] = 1e3 * train_times["ours"]
-    row["speedup_fwd"] = forward_times["builtin"] / forward_times["ours"]
-    row["speedup_train"] = train_times["builtin"] / train_times["ours"]
+    for step, times in (("fwd", forward_times), ("train", train_times)):
+        row[f"builtin_{step}_ms"] = 1e3 * statistics.median(times["builtin"])
+        row[f"ours_{step}_ms"] = 1e3 * statistics.median(times["ours"])
+        speedup, quartiles, spread = speedup_stats(times["builtin"], times["ours"])
+        row[f"speedup_{step}"] = speedup
+        row[f"speedup_{step}_iqr"] = quartiles
+        row[f"speedup_{step}_spread"] = spread
+    row["cpu_share"] = None
+    if device == "cpu":
+        row["cpu_share"] = min(
+            cpu[name] / sum(wall[name])
+            for wall, cpu in ((forward_times, forward_cpu), (train_times, train_cpu))
+            for name in wall
+        )
+    row["unsteady"] = max(row["speedup_fwd_spread"], row["speedup_train_spread"]) > UNSTEADY_SPREAD or (
+        row["cpu_share"] is not None and row["cpu_share"] < MIN_CPU_SHARE
+    )
 
     # Peak memory of one training step each (after the warm-ups above).
     row["builtin_peak_mb"] = peak_memory_mb(lambda: train_step(builtin_loss, x_train, args), device)
@@ -385,7 +422,7 @@ def measure(shape, device, dtype_name, repeat, seed):
     if device == "cuda" and dtype == torch.float32:
         cudnn_args = cudnn_inputs(*args)
         if cudnn_args is not None:
-            cudnn_times = time_alternating(
+            cudnn_times, _ = time_alternating(
                 {
                     "cudnn": lambda: train_step(builtin_loss, x_train, cudnn_args),
                     "ours": lambda: train_step(ours_loss, x_train, args),
@@ -393,29 +430,43 @@ def measure(shape, device, dtype_name, repeat, seed):
                 device,
                 repeat,
             )
-            row["builtin_cudnn_train_ms"] = 1e3 * cudnn_times["cudnn"]
-            row["speedup_train_vs_cudnn"] = cudnn_times["cudnn"] / cudnn_times["ours"]
+            row["builtin_cudnn_train_ms"] = 1e3 * statistics.median(cudnn_times["cudnn"])
+            row["speedup_train_vs_cudnn"] = speedup_stats(cudnn_times["cudnn"], cudnn_times["ours"])[0]
     return row
 
 
 # ------------------------------------------------------------------------------------------
 # Output.
 
+
+def speedup_cell(row, step):
+    q1, q3 = row[f"speedup_{step}_iqr"]
+    return f"{row[f'speedup_{step}']:.1f} ({q1:.1f}-{q3:.1f})"
+
+
 COLUMNS = [
     ("shape", lambda r: f"{r['T']}x{r['N']}x{r['C']}x{r['S']}"),
     ("dev", lambda r: r["device"]),
     ("dtype", lambda r: r["dtype"]),
     ("fwd ms (built-in/ours)", lambda r: f"{r['builtin_fwd_ms']:.2f}/{r['ours_fwd_ms']:.2f}"),
-    ("x", lambda r: f"{r['speedup_fwd']:.1f}"),
+    ("x (IQR)", lambda r: speedup_cell(r, "fwd")),
     ("fwd+bwd ms (built-in/ours)", lambda r: f"{r['builtin_train_ms']:.2f}/{r['ours_train_ms']:.2f}"),
-    ("x", lambda r: f"{r['speedup_train']:.1f}"),
+    ("x (IQR)", lambda r: speedup_cell(r, "train")),
     (
         "peak MiB (built-in/ours)",
         lambda r: "n/a" if r["builtin_peak_mb"] is None else f"{r['builtin_peak_mb']:.1f}/{r['ours_peak_mb']:.1f}",
     ),
     ("max |dloss|", lambda r: f"{r['max_loss_diff']:.1e}"),
     ("max |dgrad|", lambda r: f"{r['max_grad_diff']:.1e}"),
+    ("", lambda r: "unsteady" if r["unsteady"] else ""),
 ]
+
+UNSTEADY_WARNING = (
+    "warning: {count} row(s) marked unsteady: their per-run speedups spread more than {limit:.0%} of the median "
+    "(interquartile range over median), or a pipeline's runs had the CPU less than {share:.0%} of their time: the "
+    "machine was busy while they ran and their ratios are not to be trusted; rerun them on a quieter machine, "
+    "with more --repeat or with --threads 1."
+)
 
 
 def format_table(rows):
@@ -449,13 +500,14 @@ def write_plot(rows, path, plt):
     figure.savefig(path, dpi=120)
 
 
-def main(argv=None):
+def parse_options(argv):
+    """The parsed options, with every check that needs more than one option or the machine."""
     parser = build_parser()
     options = parser.parse_args(argv)
-    devices = options.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    if "cuda" in devices and not torch.cuda.is_available():
+    options.device = options.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if "cuda" in options.device and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available in this torch / on this machine")
-    plt = None
+    options.pyplot = None
     if options.plot is not None:
         try:
             import matplotlib
@@ -464,17 +516,17 @@ def main(argv=None):
             import matplotlib.pyplot as plt
         except ImportError:
             parser.error("--plot needs matplotlib, which is not installed: pip install 'ctc_ext[plot]'")
+        options.pyplot = plt
     for path in (options.json, options.plot):
         if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             parser.error(f"cannot write {path}: its directory does not exist")
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
-    set_malloc_thresholds(TIMING_MALLOC_THRESHOLDS)
-    shapes = options.shapes or [Shape(*shape) for shape in DEFAULT_SHAPES]
+    options.shapes = options.shapes or [Shape(*shape) for shape in DEFAULT_SHAPES]
+    return options
 
-    import ctc_ext  # noqa: F401  (fails here, not mid-run, if the extension is not built)
 
-    jobs = [(shape, device, dtype) for device in devices for dtype in options.dtype for shape in shapes]
+def measure_all(options):
+    """One row per (shape, device, dtype) that this build can run, with progress on stderr."""
+    jobs = [(shape, device, dtype) for device in options.device for dtype in options.dtype for shape in options.shapes]
     print(
         f"ctc-bench: {len(jobs)} measurements, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
         f"repeat {options.repeat}",
@@ -497,30 +549,53 @@ def main(argv=None):
             file=sys.stderr,
             flush=True,
         )
+    return rows
 
-    if not rows:
-        print("ctc-bench: no measurement succeeded", file=sys.stderr)
-        return 1
+
+def print_report(rows):
     print(format_table(rows))
     if any(r["dtype"] in ("float16", "bfloat16") for r in rows):
         print(
             "float16 / bfloat16 rows: the built-in ran on x.float() (it takes no half precision); "
             "differences are against that float32 result."
         )
-    if options.decode:
-        from . import bench_decode
+    unsteady = sum(row["unsteady"] for row in rows)
+    if unsteady:
+        print(UNSTEADY_WARNING.format(count=unsteady, limit=UNSTEADY_SPREAD, share=MIN_CPU_SHARE))
 
-        decode_shapes = sorted({(shape.T, shape.N, shape.C) for shape in shapes})
-        print(f"decoders, cpu float32, {torch.get_num_threads()} threads ...", file=sys.stderr, flush=True)
-        decode_rows = bench_decode.benchmark_rows(decode_shapes, repeats=options.repeat, seed=options.seed)
-        print(bench_decode.format_table(decode_rows))
-        rows += [dict(row, device="cpu", dtype="float32") for row in decode_rows]
+
+def decode_rows(options):
+    """Throughput rows of the decoders on the T, N, C, S of each shape (CPU, float32)."""
+    from . import bench_decode
+
+    shapes = sorted({(shape.T, shape.N, shape.C, shape.S) for shape in options.shapes})
+    print(f"decoders, cpu float32, {torch.get_num_threads()} threads ...", file=sys.stderr, flush=True)
+    rows = bench_decode.benchmark_rows(shapes, repeats=options.repeat, seed=options.seed)
+    print(bench_decode.format_table(rows))
+    return [dict(row, device="cpu", dtype="float32") for row in rows]
+
+
+def main(argv=None):
+    options = parse_options(argv)
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    set_malloc_thresholds(TIMING_MALLOC_THRESHOLDS)
+
+    import ctc_ext  # noqa: F401  (fails here, not mid-run, if the extension is not built)
+
+    rows = measure_all(options)
+    if not rows:
+        print("ctc-bench: no measurement succeeded", file=sys.stderr)
+        return 1
+    print_report(rows)
+    if options.decode:
+        rows += decode_rows(options)
     if options.json is not None:
         with open(options.json, "w") as out:
             json.dump(rows, out, indent=1)
         print(f"wrote {options.json}", file=sys.stderr)
     if options.plot is not None:
-        write_plot([row for row in rows if "op" not in row], options.plot, plt)  # loss rows only
+        write_plot([row for row in rows if "op" not in row], options.plot, options.pyplot)  # loss rows only
         print(f"wrote {options.plot}", file=sys.stderr)
     return 0
 

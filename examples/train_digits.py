@@ -389,7 +389,8 @@ def plot_curves(histories: Dict[str, History], path: Path) -> Optional[Path]:
     error_axes.set(
         xlabel="epoch", ylabel="label error rate (%)", yscale="log", title="held-out label error rate (greedy)"
     )
-    error_axes.axhline(5.0, color="grey", linestyle=":", linewidth=1)
+    # A fixed reference level, so that curves of runs with other seeds or options compare at a glance.
+    error_axes.axhline(5.0, color="grey", linestyle=":", linewidth=1, label="5% label error (reference)")
     for axes in (loss_axes, error_axes):
         axes.grid(alpha=0.3)
         axes.legend()

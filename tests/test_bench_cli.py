@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -26,6 +27,12 @@ ROW_KEYS = {
     "ours_peak_mb",
     "max_loss_diff",
     "max_grad_diff",
+    "speedup_fwd_iqr",
+    "speedup_train_iqr",
+    "speedup_fwd_spread",
+    "speedup_train_spread",
+    "unsteady",
+    "cpu_share",
 }
 
 
@@ -54,7 +61,7 @@ def test_json_has_one_row_per_shape_and_dtype_with_every_key(tmp_path, capsys):
         bound = 1e-9 if row["dtype"] == "float64" else 1e-3
         assert row["max_loss_diff"] <= bound and row["max_grad_diff"] <= bound
     table = capsys.readouterr().out
-    assert "20x2x5x4" in table and "fwd+bwd" in table
+    assert "20x2x5x4" in table and "fwd+bwd" in table and "(IQR)" in table
 
 
 def test_half_precision_rows_compare_with_the_builtin_on_float32(tmp_path, capsys):
@@ -82,6 +89,8 @@ def test_peak_memory_is_measured_on_linux(tmp_path):
         (["--repeat", "0"], "positive integer"),
         (["--threads", "two"], "positive integer"),
         (["--dtype", "float8"], "--dtype"),
+        (["--dtype", "float32,,float64"], "--dtype"),
+        (["--dtype", "float32,"], "--dtype"),
         (["--device", "tpu"], "--device"),
         (["--json", "/nonexistent-dir/rows.json"], "directory does not exist"),
         (["--frobnicate"], "unrecognized arguments"),
@@ -132,3 +141,54 @@ def test_decode_rows_report_throughput_of_every_decoder(tmp_path, capsys):
     assert decode_ops == {"greedy_decode", "beam_search", "forced_align"}
     assert all(row["frames_per_s"] > 0 for row in rows if "op" in row)
     assert "frames/s" in capsys.readouterr().out
+
+
+def test_speedup_spread_is_the_interquartile_range_of_paired_runs():
+    # Pairs (built-in, ours): ratios 10, 10, 10, 10 and one stalled run of ours (ratio 0.1).
+    speedup, (q1, q3), spread = bench.speedup_stats([10.0] * 5, [1.0, 1.0, 1.0, 1.0, 100.0])
+    assert speedup == 10.0 and (q1, q3) == (10.0, 10.0) and spread == 0.0
+    # Ratios 2, 4, 6, 8, 10: quartiles (inclusive) 4 and 8, spread (8 - 4) / 6.
+    speedup, (q1, q3), spread = bench.speedup_stats([2.0, 4.0, 6.0, 8.0, 10.0], [1.0] * 5)
+    assert speedup == 6.0 and (q1, q3) == (4.0, 8.0) and spread == pytest.approx(4 / 6)
+    assert bench.speedup_stats([3.0], [1.5]) == (2.0, [2.0, 2.0], 0.0)
+
+
+def test_unsteady_rows_are_flagged_in_the_table_and_json(tmp_path, capsys, monkeypatch):
+    # Every other run of ours is 20 times slower, as on a machine whose cores are taken: the
+    # per-run ratios spread far more than the threshold.
+    calls = {"n": 0}
+    real_ours_loss = bench.ours_loss
+
+    def stalling_ours_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] % 2:
+            time.sleep(0.02)
+        return real_ours_loss(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "ours_loss", stalling_ours_loss)
+    rows = run_json(tmp_path, "--shapes", "20,2,5,4", "--repeat", "6")
+    assert rows[0]["unsteady"] is True
+    assert rows[0]["speedup_train_spread"] > bench.UNSTEADY_SPREAD
+    out = capsys.readouterr().out
+    assert "unsteady" in out and "warning: 1 row(s) marked unsteady" in out
+
+
+def test_rows_whose_every_run_waited_are_flagged_although_their_spread_is_narrow(tmp_path, monkeypatch):
+    # Every call of ours waits 20 ms without the CPU, as a 2-thread call does for its second
+    # thread when the cores are taken: the ratios agree with each other, the CPU share gives it away.
+    real_ours_loss = bench.ours_loss
+
+    def waiting_ours_loss(*args, **kwargs):
+        time.sleep(0.02)
+        return real_ours_loss(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "ours_loss", waiting_ours_loss)
+    row = run_json(tmp_path, "--shapes", "20,2,5,4", "--repeat", "5")[0]
+    assert row["cpu_share"] < bench.MIN_CPU_SHARE and row["unsteady"] is True
+
+
+def test_decode_aligns_targets_of_the_given_length(tmp_path):
+    path = tmp_path / "rows.json"
+    assert bench.main(["--shapes", "40,2,7,9", "--repeat", "1", "--decode", "--json", str(path)]) == 0
+    aligned = [row for row in json.loads(path.read_text()) if row.get("op", "").startswith("forced_align")]
+    assert [row["op"] for row in aligned] == ["forced_align (S=9)"]

@@ -2,7 +2,8 @@
 
 The C++ library defines the schemas (csrc/ops.cpp) and the CPU / CUDA kernels.  Here we add
 the fake (meta) implementations, which torch.compile, torch.export and opcheck use to know
-output shapes without running a kernel, and the autograd formula of the forward op.
+output shapes without running a kernel.  Autograd of every loss op is in C++
+(csrc/autograd/ctc_loss_autograd.cpp), where functorch transforms can use it.
 """
 
 import torch
@@ -93,53 +94,3 @@ def _forced_align_fake(logits, targets, input_lengths, target_lengths, blank):
         logits.new_empty((N, T), dtype=acc),
         logits.new_empty((N,), dtype=acc),
     )
-
-
-# Autograd of the raw forward op, so that it is differentiable on its own (opcheck tests this).
-# Users go through ctc_ext.ctc_loss, whose op (ctc_ext::ctc_loss) has its own C++ autograd node
-# over the same forward and backward ops.
-def _forward_setup_context(ctx, inputs, output):
-    logits, targets, input_lengths, target_lengths, blank, keep_log_alpha = inputs
-    neg_log_likelihood, log_alpha, log_normalizer = output
-    torch._check(
-        keep_log_alpha or not ctx.needs_input_grad[0],
-        lambda: "ctc_loss_forward must be called with keep_log_alpha=True to be differentiated",
-    )
-    ctx.mark_non_differentiable(log_alpha, log_normalizer)
-    # Copies: the backward must use the values the forward used, even if the caller's tensors
-    # change in place without autograd noticing (memory shared with numpy).
-    ctx.save_for_backward(
-        logits,
-        targets.clone(),
-        input_lengths.clone(),
-        target_lengths.clone(),
-        neg_log_likelihood,
-        log_alpha,
-        log_normalizer,
-    )
-    ctx.blank = blank
-
-
-def _forward_backward(ctx, grad_nll, grad_log_alpha, grad_log_normalizer):
-    logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer = ctx.saved_tensors
-    grad = ops.ctc_loss_backward(
-        grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer, ctx.blank, False
-    )
-    return grad, None, None, None, None, None
-
-
-def _no_double_backward(ctx, grad):
-    raise RuntimeError(
-        "ctc_ext: double backward (differentiating the CTC gradient itself) is not supported; "
-        "call backward without create_graph=True, or use torch.autograd.grad without it"
-    )
-
-
-def _backward_setup_context(ctx, inputs, output):
-    pass
-
-
-torch.library.register_autograd("ctc_ext::ctc_loss_forward", _forward_backward, setup_context=_forward_setup_context)
-torch.library.register_autograd(
-    "ctc_ext::ctc_loss_backward", _no_double_backward, setup_context=_backward_setup_context
-)

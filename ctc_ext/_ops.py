@@ -23,8 +23,20 @@ def log_alpha_numel(max_input_length: int, batch_size: int, num_target_slots: in
     return max_input_length * (2 * num_target_slots + batch_size)
 
 
+def _check_not_partly_meta(*tensors):
+    # A meta tensor among real ones sends the call here (Meta outranks CPU in dispatch), and
+    # these kernels return uninitialised tensors on the real device: refuse the mix instead.
+    metas = [t.is_meta for t in tensors]
+    torch._check(
+        all(metas) or not any(metas),
+        lambda: "ctc_ext: tensors on the meta device can only be mixed with other meta tensors, got "
+        + ", ".join(str(t.device) for t in tensors),
+    )
+
+
 @torch.library.register_fake("ctc_ext::ctc_loss_forward")
 def _ctc_loss_forward_fake(logits, targets, input_lengths, target_lengths, blank, keep_log_alpha):
+    _check_not_partly_meta(logits, targets, input_lengths, target_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     torch._check(targets.dim() in (1, 2), lambda: "targets must be 1-D or 2-D")
     T, N, _ = logits.shape
@@ -49,12 +61,16 @@ def _ctc_loss_backward_fake(
     blank,
     zero_infinity,
 ):
+    _check_not_partly_meta(
+        grad_nll, logits, targets, input_lengths, target_lengths, neg_log_likelihood, log_alpha, log_normalizer
+    )
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     return torch.empty_like(logits)
 
 
 @torch.library.register_fake("ctc_ext::ctc_loss")
 def _ctc_loss_fake(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):
+    _check_not_partly_meta(logits, targets, input_lengths, target_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     torch._check(reduction in (0, 1, 2), lambda: f"reduction must be 0, 1 or 2, got {reduction}")
     shape = (logits.shape[1],) if reduction == 0 else ()
@@ -65,6 +81,7 @@ def _ctc_loss_fake(logits, targets, input_lengths, target_lengths, blank, reduct
 # torch.export can trace through them.
 @torch.library.register_fake("ctc_ext::greedy_decode")
 def _greedy_decode_fake(logits, input_lengths, blank):
+    _check_not_partly_meta(logits, input_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     T, N, _ = logits.shape
     return logits.new_empty((N, T), dtype=torch.int64), logits.new_empty((N,), dtype=torch.int64)
@@ -72,6 +89,7 @@ def _greedy_decode_fake(logits, input_lengths, blank):
 
 @torch.library.register_fake("ctc_ext::beam_search")
 def _beam_search_fake(logits, input_lengths, blank, beam_width, top_k):
+    _check_not_partly_meta(logits, input_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     torch._check(beam_width >= 1, lambda: f"beam_width must be at least 1, got {beam_width}")
     torch._check(top_k >= 1, lambda: f"top_k must be at least 1, got {top_k}")
@@ -86,6 +104,7 @@ def _beam_search_fake(logits, input_lengths, blank, beam_width, top_k):
 
 @torch.library.register_fake("ctc_ext::forced_align")
 def _forced_align_fake(logits, targets, input_lengths, target_lengths, blank):
+    _check_not_partly_meta(logits, targets, input_lengths, target_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     T, N, _ = logits.shape
     acc = accumulate_dtype(logits.dtype)

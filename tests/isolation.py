@@ -38,12 +38,13 @@ def assert_isolated_ok(code: str, timeout: float = 120.0) -> str:
 _CASE_RUNNER = r"""
 import json, sys, traceback
 cases = json.loads(sys.stdin.read())
-namespace = {}
-exec(compile(cases["setup"], "<setup>", "exec"), namespace)
+setup = compile(cases["setup"], "<setup>", "exec")
 for index, (name, code) in enumerate(cases["cases"]):
     print("START", index, flush=True)
+    namespace = {}
+    exec(setup, namespace)  # afresh for every case: a case may change its tensors in place
     try:
-        exec(compile(code, name, "exec"), dict(namespace))
+        exec(compile(code, name, "exec"), namespace)
         outcome = {"raised": None}
     except Exception as error:  # noqa: BLE001  (any Python exception is a clean outcome)
         outcome = {"raised": type(error).__name__, "mro": [c.__name__ for c in type(error).__mro__],
@@ -55,7 +56,8 @@ for index, (name, code) in enumerate(cases["cases"]):
 def run_hostile_cases(setup: str, cases, timeout: float = 300.0):
     """Runs each (name, code) of `cases` after `setup`, in as few children as crashes allow.
 
-    All cases share one child interpreter (starting one costs seconds); a case that kills it
+    All cases share one child interpreter (starting one costs seconds), each with the names
+    `setup` defines, run afresh for it; a case that kills it
     (a signal, an abort from heap corruption) is recorded and the rest resume in a fresh child.
     Returns {name: outcome}, where outcome is {"raised": None} (returned normally),
     {"raised": type name, "mro": [...], "message": ...} (a Python exception), or

@@ -49,7 +49,7 @@ CASES = {
         "ok",
     ),
     "backward_with_lengths_of_another_problem": (
-        "ops.ctc_loss_backward(torch.ones(N, dtype=torch.float64), x, tg, il, torch.tensor([3, 3]), nll, alpha,"
+        "ops.ctc_loss_backward(torch.ones(N, dtype=torch.float64), x, tg, il, torch.tensor([2, 1]), nll, alpha,"
         " norm, 0, False)",
         "ok",
     ),
@@ -78,7 +78,10 @@ CASES = {
         "ops.ctc_loss_forward(x.to('meta'), tg.to('meta'), il.to('meta'), tl.to('meta'), 0, True)",
         "ok",
     ),
+    # A meta tensor "copied" to the CPU would be uninitialised memory read as lengths.
     "lengths_on_meta_with_cpu_logits": ("ops.ctc_loss(x, tg, il.to('meta'), tl, 0, 1, False)", "error"),
+    "targets_on_meta_with_cpu_logits": ("ops.ctc_loss_forward(x, tg.to('meta'), il, tl, 0, False)", "error"),
+    "logits_on_meta_with_cpu_lengths": ("ops.forced_align(x.to('meta'), tg, il, tl, 0)", "error"),
     "forced_align_nan": (
         "y = x.clone(); y[3, 0, 2] = float('nan'); ctc_ext.forced_align(y, tg, il, tl)",
         "error",

@@ -29,8 +29,10 @@ def _check_not_partly_meta(*tensors):
     metas = [t.is_meta for t in tensors]
     torch._check(
         all(metas) or not any(metas),
-        lambda: "ctc_ext: tensors on the meta device can only be mixed with other meta tensors, got "
-        + ", ".join(str(t.device) for t in tensors),
+        lambda: (
+            "ctc_ext: tensors on the meta device can only be mixed with other meta tensors, got "
+            + ", ".join(str(t.device) for t in tensors)
+        ),
     )
 
 

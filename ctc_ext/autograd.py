@@ -100,7 +100,16 @@ class CTCLossFunction(torch.autograd.Function):
         blank, reduction, zero_infinity = ctx.options
         grad_nll = _per_sample_gradient(grad_loss, nll, target_lengths, reduction)
         grad_logits = ops.ctc_loss_backward(
-            grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer, blank, zero_infinity
+            grad_nll,
+            logits,
+            targets,
+            input_lengths,
+            target_lengths,
+            nll,
+            log_alpha,
+            log_normalizer,
+            blank,
+            zero_infinity,
         )
         return grad_logits, None, None, None, None, None, None
 

@@ -130,7 +130,9 @@ def ctc_loss(
     elif log_probs.dim() == 3:
         logits = log_probs.transpose(0, 1) if batch_first else log_probs
         if targets.dim() not in (1, 2):
-            raise CTCArgumentError(f"targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}")
+            raise CTCArgumentError(
+                f"targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}"
+            )
     else:
         layout = "(N, T, C)" if batch_first else "(T, N, C)"
         raise CTCArgumentError(f"log_probs must be {layout} or unbatched (T, C), got shape {tuple(log_probs.shape)}")

@@ -23,7 +23,9 @@ def test_equals_ctc_loss_value_and_gradient(reduction, zero_infinity, concatenat
     il, tl = lengths(batch)
     x1 = batch.logits.clone().requires_grad_()
     x2 = batch.logits.clone().requires_grad_()
-    loss, nll, log_alpha, log_normalizer = ctc_ext.CTCLossFunction.apply(x1, targets, il, tl, 0, reduction, zero_infinity)
+    loss, nll, log_alpha, log_normalizer = ctc_ext.CTCLossFunction.apply(
+        x1, targets, il, tl, 0, reduction, zero_infinity
+    )
     expected = ctc_ext.ctc_loss(x2, targets, il, tl, 0, reduction, zero_infinity)
     torch.testing.assert_close(loss, expected)
     assert not nll.requires_grad and not log_alpha.requires_grad and not log_normalizer.requires_grad

@@ -293,14 +293,17 @@ def test_the_builtin_raises_runtime_error_for_the_same_mistake(batch):
 
 
 @pytest.mark.parametrize(
-    "blank", [np.int64(2), np.int32(2), np.uint8(2), torch.tensor(2)], ids=["np.int64", "np.int32", "np.uint8", "tensor"]
+    "blank",
+    [np.int64(2), np.int32(2), np.uint8(2), torch.tensor(2)],
+    ids=["np.int64", "np.int32", "np.uint8", "tensor"],
 )
 def test_integer_like_blank_is_taken_like_the_builtin(batch, blank):
     targets = batch.padded_targets.masked_fill(batch.padded_targets == 2, 1)
     expected = call(batch, targets=targets, blank=2)
     torch.testing.assert_close(call(batch, targets=targets, blank=blank), expected)
-    torch.testing.assert_close(ctc_ext.CTCLoss(blank=blank)(batch.logits, targets, batch.input_lengths,
-                                                            batch.target_lengths), expected)
+    torch.testing.assert_close(
+        ctc_ext.CTCLoss(blank=blank)(batch.logits, targets, batch.input_lengths, batch.target_lengths), expected
+    )
 
 
 @pytest.mark.parametrize("blank", [True, 2.0, "2"])

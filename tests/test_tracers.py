@@ -94,7 +94,8 @@ def test_jit_script_of_a_module_holding_ctc_loss(batch, reduction, batch_first):
     if batch_first:
         features = features.transpose(0, 1)
     torch.testing.assert_close(
-        scripted(features, targets, input_lengths, target_lengths), model(features, targets, input_lengths, target_lengths)
+        scripted(features, targets, input_lengths, target_lengths),
+        model(features, targets, input_lengths, target_lengths),
     )
     # The gradient flows through the scripted module too.
     scripted(features, targets, input_lengths, target_lengths).sum().backward()

@@ -78,8 +78,9 @@ bool is_plain_cpu(const at::Tensor& tensor) {
 }
 
 bool reducible_on_host(const at::Tensor& losses, const at::Tensor& target_lengths) {
-  return no_dispatch_mode_active() && is_plain_cpu(losses) && is_plain_cpu(target_lengths) && target_lengths.scalar_type() == at::kLong &&
-         losses.dim() == 1 && target_lengths.dim() == 1 && target_lengths.numel() == losses.numel();
+  return no_dispatch_mode_active() && is_plain_cpu(losses) && is_plain_cpu(target_lengths) &&
+         target_lengths.scalar_type() == at::kLong && losses.dim() == 1 && target_lengths.dim() == 1 &&
+         target_lengths.numel() == losses.numel();
 }
 
 // 'mean' divides each loss by max(target_length, 1) and averages (NaN for N = 0, like
@@ -180,15 +181,16 @@ struct CTCLossBackward final : public torch::autograd::TraceableFunction {
 //   logits, tangent: (T, N, C);  nll: (N,) float
 at::Tensor loss_tangent(const at::Tensor& logits, const at::Tensor& tangent, const at::Tensor& targets,
                         const at::Tensor& input_lengths, const at::Tensor& target_lengths, const at::Tensor& nll,
-                        const at::Tensor& log_alpha, const at::Tensor& log_normalizer, int64_t blank,
-                        int64_t reduction, bool zero_infinity) {
+                        const at::Tensor& log_alpha, const at::Tensor& log_normalizer, int64_t blank, int64_t reduction,
+                        bool zero_infinity) {
   at::Tensor per_sample_jacobian;  // (T, N, C): d loss_n / d logits[:, n, :]
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     per_sample_jacobian = backward_op().call(at::ones_like(nll), logits, targets, input_lengths, target_lengths, nll,
                                              log_alpha, log_normalizer, blank, zero_infinity);
   }
-  const at::Tensor nll_tangent = (per_sample_jacobian.to(nll.scalar_type()) * tangent.to(nll.scalar_type())).sum({0, 2});
+  const at::Tensor nll_tangent =
+      (per_sample_jacobian.to(nll.scalar_type()) * tangent.to(nll.scalar_type())).sum({0, 2});
   return reduce(nll_tangent, target_lengths, reduction);
 }
 

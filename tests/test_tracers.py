@@ -81,7 +81,13 @@ def test_export_and_run_decompositions_of_a_trainable_model(batch, reduction):
     with torch.no_grad():
         want = model(*other)
     torch.testing.assert_close(program.module()(*other), want)
-    torch.testing.assert_close(decomposed.module()(*other), want)
+    runnable = decomposed.module()
+    loss = runnable(*other)
+    torch.testing.assert_close(loss, want)
+    # The decomposed graph trains: its parameters get the eager model's gradients.
+    loss.sum().backward()
+    model(*other).sum().backward()
+    torch.testing.assert_close(runnable.project.weight.grad, model.project.weight.grad)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

@@ -1,9 +1,11 @@
-// ctc_ext::ctc_loss, the operator behind ctc_ext.ctc_loss: per-sample losses from
-// ctc_loss_forward, zero_infinity, the reduction, and (with a gradient) one C++ autograd node
-// whose backward turns the reduced gradient into per-sample weights for ctc_loss_backward.
-// Everything between the Python argument checks and the kernels happens here, in one call:
-// on small inputs the per-call cost of Python autograd.Functions and of composite reductions
-// (each an autograd node of its own) was larger than the kernels.
+// Autograd of the loss operators.  ctc_ext::ctc_loss, the operator behind ctc_ext.ctc_loss:
+// per-sample losses from ctc_loss_forward, zero_infinity, the reduction, and (with a gradient)
+// one autograd node whose backward turns the reduced gradient into per-sample weights for
+// ctc_loss_backward; with a forward-mode tangent, the loss's tangent.  Everything between the
+// Python argument checks and the kernels happens here, in one call: on small inputs the
+// per-call cost of Python autograd.Functions and of composite reductions (each an autograd node
+// of its own) was larger than the kernels.  ctc_loss_forward and ctc_loss_backward called on
+// their own get their autograd kernels here too.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
@@ -134,7 +136,7 @@ at::Tensor per_sample_gradient(const at::Tensor& grad, const at::Tensor& nll, co
 }
 
 // The loss without a gradient: forward without log_alpha, then the reduction (the backend
-// kernel of ctc_loss for every device; autograd comes from CTCLossNode below).
+// kernel of ctc_loss for every device; autograd comes from CTCLossBackward below).
 at::Tensor ctc_loss_no_grad(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& input_lengths,
                             const at::Tensor& target_lengths, int64_t blank, int64_t reduction, bool zero_infinity) {
   check_reduction(reduction);

@@ -9,8 +9,16 @@ namespace ctc_ext {
 
 namespace {
 
+// Values copied from another device must be real: a meta tensor "copied" to the CPU would be
+// uninitialised memory read as lengths or labels.
+void check_values_device(const at::Tensor& values, const char* name, const at::Device& device) {
+  TORCH_CHECK(values.device() == device || values.device().is_cpu(), name,
+              " must be on the CPU or on the device of logits (", device, "), got ", values.device());
+}
+
 at::Tensor normalise_lengths(const at::Tensor& lengths, const char* name, int64_t batch_size,
                              const at::Device& device) {
+  check_values_device(lengths, name, device);
   TORCH_CHECK(!at::isFloatingType(lengths.scalar_type()) && !at::isComplexType(lengths.scalar_type()) &&
                   lengths.scalar_type() != at::kBool,
               name, " must have an integer dtype, got ", lengths.scalar_type());
@@ -46,6 +54,7 @@ CtcProblem prepare_ctc_problem(const at::Tensor& logits, const at::Tensor& targe
   const auto device = logits.device();
   problem.input_lengths = normalise_lengths(input_lengths, "input_lengths", problem.batch_size, device);
   problem.target_lengths = normalise_lengths(target_lengths, "target_lengths", problem.batch_size, device);
+  check_values_device(targets, "targets", device);
   problem.padded_targets = targets.dim() == 2;
   if (problem.padded_targets) {
     TORCH_CHECK(targets.size(0) == problem.batch_size, "padded targets must be (N, S) with N = ", problem.batch_size,

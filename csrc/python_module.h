@@ -4,4 +4,10 @@
 
 #include <pybind11/pybind11.h>
 
-namespace ctc_ext {}  // namespace ctc_ext
+namespace ctc_ext {
+
+// Python classes for the autograd nodes of csrc/autograd, so that `loss.grad_fn` shows as
+// <CTCLossBackward object at ...> like torch's own nodes (csrc/autograd/python_nodes.cpp).
+void bind_autograd_nodes(pybind11::module_& module);
+
+}  // namespace ctc_ext

@@ -1,13 +1,17 @@
 """ctc_ext: CTC loss for PyTorch with fused log-softmax and exact logit gradients."""
 
 from ._ops import ops
+from .autograd import CTCLossFunction
 from .decode import TokenSpan, beam_search, forced_align, greedy_decode, token_spans
+from .errors import CTCArgumentError
 from .functional import ctc_loss
 from .modules import CTCLoss
 from .plot import plot_alignment  # imports matplotlib only when called
 
 __all__ = [
+    "CTCArgumentError",
     "CTCLoss",
+    "CTCLossFunction",
     "TokenSpan",
     "beam_search",
     "ctc_loss",

@@ -2,7 +2,8 @@
 
 The C++ library defines the schemas (csrc/ops.cpp) and the CPU / CUDA kernels.  Here we add
 the fake (meta) implementations, which torch.compile, torch.export and opcheck use to know
-output shapes without running a kernel, and the autograd formula of the forward op.
+output shapes without running a kernel.  Autograd of every loss op is in C++
+(csrc/autograd/ctc_loss_autograd.cpp), where functorch transforms can use it.
 """
 
 import torch
@@ -22,8 +23,22 @@ def log_alpha_numel(max_input_length: int, batch_size: int, num_target_slots: in
     return max_input_length * (2 * num_target_slots + batch_size)
 
 
+def _check_not_partly_meta(*tensors):
+    # A meta tensor among real ones sends the call here (Meta outranks CPU in dispatch), and
+    # these kernels return uninitialised tensors on the real device: refuse the mix instead.
+    metas = [t.is_meta for t in tensors]
+    torch._check(
+        all(metas) or not any(metas),
+        lambda: (
+            "ctc_ext: tensors on the meta device can only be mixed with other meta tensors, got "
+            + ", ".join(str(t.device) for t in tensors)
+        ),
+    )
+
+
 @torch.library.register_fake("ctc_ext::ctc_loss_forward")
 def _ctc_loss_forward_fake(logits, targets, input_lengths, target_lengths, blank, keep_log_alpha):
+    _check_not_partly_meta(logits, targets, input_lengths, target_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     torch._check(targets.dim() in (1, 2), lambda: "targets must be 1-D or 2-D")
     T, N, _ = logits.shape
@@ -48,12 +63,16 @@ def _ctc_loss_backward_fake(
     blank,
     zero_infinity,
 ):
+    _check_not_partly_meta(
+        grad_nll, logits, targets, input_lengths, target_lengths, neg_log_likelihood, log_alpha, log_normalizer
+    )
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     return torch.empty_like(logits)
 
 
 @torch.library.register_fake("ctc_ext::ctc_loss")
 def _ctc_loss_fake(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):
+    _check_not_partly_meta(logits, targets, input_lengths, target_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     torch._check(reduction in (0, 1, 2), lambda: f"reduction must be 0, 1 or 2, got {reduction}")
     shape = (logits.shape[1],) if reduction == 0 else ()
@@ -64,6 +83,7 @@ def _ctc_loss_fake(logits, targets, input_lengths, target_lengths, blank, reduct
 # torch.export can trace through them.
 @torch.library.register_fake("ctc_ext::greedy_decode")
 def _greedy_decode_fake(logits, input_lengths, blank):
+    _check_not_partly_meta(logits, input_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     T, N, _ = logits.shape
     return logits.new_empty((N, T), dtype=torch.int64), logits.new_empty((N,), dtype=torch.int64)
@@ -71,6 +91,7 @@ def _greedy_decode_fake(logits, input_lengths, blank):
 
 @torch.library.register_fake("ctc_ext::beam_search")
 def _beam_search_fake(logits, input_lengths, blank, beam_width, top_k):
+    _check_not_partly_meta(logits, input_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     torch._check(beam_width >= 1, lambda: f"beam_width must be at least 1, got {beam_width}")
     torch._check(top_k >= 1, lambda: f"top_k must be at least 1, got {top_k}")
@@ -85,6 +106,7 @@ def _beam_search_fake(logits, input_lengths, blank, beam_width, top_k):
 
 @torch.library.register_fake("ctc_ext::forced_align")
 def _forced_align_fake(logits, targets, input_lengths, target_lengths, blank):
+    _check_not_partly_meta(logits, targets, input_lengths, target_lengths)
     torch._check(logits.dim() == 3, lambda: f"logits must be 3-D (T, N, C), got {tuple(logits.shape)}")
     T, N, _ = logits.shape
     acc = accumulate_dtype(logits.dtype)
@@ -93,53 +115,3 @@ def _forced_align_fake(logits, targets, input_lengths, target_lengths, blank):
         logits.new_empty((N, T), dtype=acc),
         logits.new_empty((N,), dtype=acc),
     )
-
-
-# Autograd of the raw forward op, so that it is differentiable on its own (opcheck tests this).
-# Users go through ctc_ext.ctc_loss, whose op (ctc_ext::ctc_loss) has its own C++ autograd node
-# over the same forward and backward ops.
-def _forward_setup_context(ctx, inputs, output):
-    logits, targets, input_lengths, target_lengths, blank, keep_log_alpha = inputs
-    neg_log_likelihood, log_alpha, log_normalizer = output
-    torch._check(
-        keep_log_alpha or not ctx.needs_input_grad[0],
-        lambda: "ctc_loss_forward must be called with keep_log_alpha=True to be differentiated",
-    )
-    ctx.mark_non_differentiable(log_alpha, log_normalizer)
-    # Copies: the backward must use the values the forward used, even if the caller's tensors
-    # change in place without autograd noticing (memory shared with numpy).
-    ctx.save_for_backward(
-        logits,
-        targets.clone(),
-        input_lengths.clone(),
-        target_lengths.clone(),
-        neg_log_likelihood,
-        log_alpha,
-        log_normalizer,
-    )
-    ctx.blank = blank
-
-
-def _forward_backward(ctx, grad_nll, grad_log_alpha, grad_log_normalizer):
-    logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer = ctx.saved_tensors
-    grad = ops.ctc_loss_backward(
-        grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer, ctx.blank, False
-    )
-    return grad, None, None, None, None, None
-
-
-def _no_double_backward(ctx, grad):
-    raise RuntimeError(
-        "ctc_ext: double backward (differentiating the CTC gradient itself) is not supported; "
-        "call backward without create_graph=True, or use torch.autograd.grad without it"
-    )
-
-
-def _backward_setup_context(ctx, inputs, output):
-    pass
-
-
-torch.library.register_autograd("ctc_ext::ctc_loss_forward", _forward_backward, setup_context=_forward_setup_context)
-torch.library.register_autograd(
-    "ctc_ext::ctc_loss_backward", _no_double_backward, setup_context=_backward_setup_context
-)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ._ops import accumulate_dtype, ops
+from .errors import CTCArgumentError
 from .functional import Lengths, _as_length_tensor, _check_blank
 
 __all__ = ["greedy_decode", "beam_search", "forced_align", "token_spans", "TokenSpan", "PrefixScorer"]
@@ -311,10 +312,12 @@ def forced_align(
         ``frame_log_probs.sum(1)`` is the log-probability of each path.
 
     Raises:
-        ValueError: naming the sample, when a target has no alignment of non-zero probability
+        CTCArgumentError: (a ``ValueError`` and a ``RuntimeError``) naming the sample, when its
+            log_probs hold NaN or +inf within its input length.
+        CTCArgumentError: naming the sample, when a target has no alignment of non-zero probability
             (its length plus its number of adjacent repeated labels exceeds the input length, or
             the frames give probability 0 to what it needs).
-        ValueError: naming the sample, when targets on the GPU hold a label outside ``[0, C)``
+        CTCArgumentError: naming the sample, when targets on the GPU hold a label outside ``[0, C)``
             or the blank (labels on the CPU are checked before the alignment, with the op's
             messages).
 
@@ -329,13 +332,13 @@ def forced_align(
     if not isinstance(targets, Tensor):
         raise TypeError(f"targets must be a tensor, got {type(targets).__name__}")
     if targets.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"targets must be int32 or int64, got {targets.dtype}")
+        raise CTCArgumentError(f"targets must be int32 or int64, got {targets.dtype}")
     T, N, C = logits.shape
     if targets.dim() not in (1, 2):
-        raise ValueError(f"targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}")
+        raise CTCArgumentError(f"targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}")
     if targets.dim() == 2 and targets.shape[0] != N:
-        raise ValueError(f"padded targets must be (N, S) with N = {N}, got shape {tuple(targets.shape)}")
-    _check_blank(blank, C)
+        raise CTCArgumentError(f"padded targets must be (N, S) with N = {N}, got shape {tuple(targets.shape)}")
+    blank = _check_blank(blank, C)
     cpu = torch.device("cpu")
     input_lengths = _as_length_tensor(input_lengths, "input_lengths", N, cpu)
     target_lengths = _as_length_tensor(target_lengths, "target_lengths", N, cpu)
@@ -347,20 +350,36 @@ def forced_align(
     path_log_prob = path_log_prob.cpu()
     invalid = torch.nonzero(path_log_prob.isnan()).flatten().tolist()
     if invalid:
-        raise ValueError(
+        _check_frames_finite(logits, invalid[0], int(input_lengths[invalid[0]]))
+        raise CTCArgumentError(
             f"forced_align: targets of sample {invalid[0]} hold a label outside [0, C) = [0, {C}) "
             f"or the blank ({blank})"
         )
     impossible = torch.nonzero(path_log_prob == -math.inf).flatten().tolist()
     if impossible:
         n = impossible[0]
-        raise ValueError(
+        _check_frames_finite(logits, n, int(input_lengths[n]))
+        raise CTCArgumentError(
             f"forced_align: sample {n} (target length {int(target_lengths[n])}, input length "
             f"{int(input_lengths[n])}) has no alignment of non-zero probability; a target needs at least "
             f"its length plus its number of adjacent repeated labels frames"
             + (f" (samples {impossible} are all impossible)" if len(impossible) > 1 else "")
         )
     return alignment, frame_log_probs
+
+
+def _check_frames_finite(logits: Tensor, n: int, input_length: int) -> None:
+    """Names the NaN or +inf logit that leaves sample n of (T, N, C) logits without a scored path."""
+    frames = logits[:input_length, n].detach()
+    # -inf is a probability of 0 (fine); NaN or +inf makes the log-softmax of the frame NaN.
+    bad = torch.nonzero(frames.isnan() | (frames == math.inf))
+    if bad.numel():
+        t, c = bad[0].tolist()
+        value = "NaN" if frames[t, c].isnan() else "+inf"
+        raise CTCArgumentError(
+            f"forced_align: log_probs of sample {n} hold {value} (first at frame {t}, class {c}; "
+            f"{bad.shape[0]} such values within its input length {input_length}); no path can be scored"
+        )
 
 
 def token_spans(alignment: Tensor, blank: int = 0) -> Union[List[List[TokenSpan]], List[TokenSpan]]:

@@ -4,12 +4,14 @@ Everything about argument layouts lives here (unbatched input, batch_first, targ
 lengths given as sequences or tensors, reductions); the operators below it see one layout.
 """
 
+import operator
 from typing import Sequence, Union
 
 import torch
 from torch import Tensor
 
 from ._ops import ops
+from .errors import CTCArgumentError
 
 Lengths = Union[Tensor, Sequence[int], int]
 
@@ -23,9 +25,9 @@ def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torc
     """(N,) int64 on `device`, from a tensor (0-d allowed when N == 1), a sequence or an int."""
     if isinstance(lengths, Tensor):
         if lengths.dtype not in _INTEGER_DTYPES:
-            raise ValueError(f"{name} must have an integer dtype, got {lengths.dtype}")
+            raise CTCArgumentError(f"{name} must have an integer dtype, got {lengths.dtype}")
         if lengths.dim() > 1:
-            raise ValueError(f"{name} must be 1-D of size N = {batch_size}, got shape {tuple(lengths.shape)}")
+            raise CTCArgumentError(f"{name} must be 1-D of size N = {batch_size}, got shape {tuple(lengths.shape)}")
         if lengths.dim() != 1:
             lengths = lengths.reshape(-1)
     else:
@@ -34,22 +36,29 @@ def _as_length_tensor(lengths: Lengths, name: str, batch_size: int, device: torc
         try:
             values = [int(v) for v in lengths]
         except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a tensor or a sequence of ints, got {lengths!r}") from None
+            raise CTCArgumentError(f"{name} must be a tensor or a sequence of ints, got {lengths!r}") from None
         if any(int(v) != v for v in lengths):
-            raise ValueError(f"{name} must hold integers, got {lengths!r}")
+            raise CTCArgumentError(f"{name} must hold integers, got {lengths!r}")
         lengths = torch.tensor(values, dtype=torch.int64)
     if lengths.numel() != batch_size:
-        raise ValueError(f"{name} must have N = {batch_size} entries, got {lengths.numel()}")
+        raise CTCArgumentError(f"{name} must have N = {batch_size} entries, got {lengths.numel()}")
     if lengths.dtype == torch.int64 and lengths.device == device:
         return lengths  # the common case, without the cost of a no-op .to() call
     return lengths.to(device=device, dtype=torch.int64)
 
 
-def _check_blank(blank: int, num_classes: int) -> None:
-    if isinstance(blank, bool) or not isinstance(blank, int):
-        raise TypeError(f"blank must be an int, got {type(blank).__name__}")
+def _check_blank(blank: int, num_classes: int) -> int:
+    """blank as a Python int in [0, C); any integer-like (numpy integers, 0-d integer tensors) is taken."""
+    if type(blank) is not int:
+        if isinstance(blank, bool):
+            raise TypeError("blank must be an int, got bool")
+        try:
+            blank = operator.index(blank)
+        except TypeError:
+            raise TypeError(f"blank must be an int, got {type(blank).__name__}") from None
     if not 0 <= blank < num_classes:
-        raise ValueError(f"blank must be in [0, C) = [0, {num_classes}), got {blank}")
+        raise CTCArgumentError(f"blank must be in [0, C) = [0, {num_classes}), got {blank}")
+    return blank
 
 
 def ctc_loss(
@@ -102,18 +111,18 @@ def ctc_loss(
     if not isinstance(targets, Tensor):
         raise TypeError(f"targets must be a tensor, got {type(targets).__name__}")
     if not log_probs.is_floating_point():
-        raise ValueError(f"log_probs must be floating point, got {log_probs.dtype}")
+        raise CTCArgumentError(f"log_probs must be floating point, got {log_probs.dtype}")
     if log_probs.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise ValueError(f"log_probs must be float16, bfloat16, float32 or float64, got {log_probs.dtype}")
+        raise CTCArgumentError(f"log_probs must be float16, bfloat16, float32 or float64, got {log_probs.dtype}")
     if targets.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"targets must be int32 or int64, got {targets.dtype}")
+        raise CTCArgumentError(f"targets must be int32 or int64, got {targets.dtype}")
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        raise CTCArgumentError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
     unbatched = log_probs.dim() == 2
     if unbatched:
         if targets.dim() != 1:
-            raise ValueError(
+            raise CTCArgumentError(
                 f"for unbatched (T, C) log_probs, targets must be 1-D (S,), got shape {tuple(targets.shape)}"
             )
         logits = log_probs.unsqueeze(1)
@@ -121,15 +130,17 @@ def ctc_loss(
     elif log_probs.dim() == 3:
         logits = log_probs.transpose(0, 1) if batch_first else log_probs
         if targets.dim() not in (1, 2):
-            raise ValueError(f"targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}")
+            raise CTCArgumentError(
+                f"targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}"
+            )
     else:
         layout = "(N, T, C)" if batch_first else "(T, N, C)"
-        raise ValueError(f"log_probs must be {layout} or unbatched (T, C), got shape {tuple(log_probs.shape)}")
+        raise CTCArgumentError(f"log_probs must be {layout} or unbatched (T, C), got shape {tuple(log_probs.shape)}")
 
     T, N, C = logits.shape
-    _check_blank(blank, C)
+    blank = _check_blank(blank, C)
     if targets.dim() == 2 and targets.shape[0] != N:
-        raise ValueError(f"padded targets must be (N, S) with N = {N}, got shape {tuple(targets.shape)}")
+        raise CTCArgumentError(f"padded targets must be (N, S) with N = {N}, got shape {tuple(targets.shape)}")
     # Targets and lengths that come from the host stay there: the CUDA op then checks their
     # values on the host (a clear error) before copying them; on the device it checks them
     # without a synchronisation and marks an invalid sample's loss NaN.

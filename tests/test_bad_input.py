@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from ctc_cases import make_batch
@@ -265,3 +266,76 @@ def test_lengths_changed_in_place_between_forward_and_backward():
         print("same gradient")
     """)
     assert "same gradient" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# The error type: both ValueError (ctc_ext's past errors) and RuntimeError (the built-in's).
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(blank=7),
+        dict(reduction="avg"),
+        dict(input_lengths=[10, 8]),
+        dict(targets=torch.zeros(3, 4)),
+        dict(logits=torch.zeros(10, 3, 5, dtype=torch.int64)),
+    ],
+    ids=["blank", "reduction", "lengths", "targets_dtype", "logits_dtype"],
+)
+def test_argument_errors_catch_as_the_builtins_runtime_error_and_as_value_error(batch, kwargs):
+    with pytest.raises(RuntimeError) as caught:
+        call(batch, **kwargs)
+    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, ctc_ext.CTCArgumentError)
+
+
+def test_the_builtin_raises_runtime_error_for_the_same_mistake(batch):
+    # What the error type is for: code written against the built-in catches RuntimeError.
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.ctc_loss(
+            batch.logits.log_softmax(-1), batch.padded_targets.clamp(0, 4), batch.input_lengths, batch.target_lengths, 7
+        )
+
+
+@pytest.mark.parametrize(
+    "blank",
+    [np.int64(2), np.int32(2), np.uint8(2), torch.tensor(2)],
+    ids=["np.int64", "np.int32", "np.uint8", "tensor"],
+)
+def test_integer_like_blank_is_taken_like_the_builtin(batch, blank):
+    targets = batch.padded_targets.masked_fill(batch.padded_targets == 2, 1)
+    expected = call(batch, targets=targets, blank=2)
+    torch.testing.assert_close(call(batch, targets=targets, blank=blank), expected)
+    torch.testing.assert_close(
+        ctc_ext.CTCLoss(blank=blank)(batch.logits, targets, batch.input_lengths, batch.target_lengths), expected
+    )
+
+
+@pytest.mark.parametrize("blank", [True, 2.0, "2"])
+def test_blank_that_is_not_integer_like_is_refused(batch, blank):
+    with pytest.raises(TypeError, match="blank must be an int"):
+        call(batch, blank=blank)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_forced_align_names_a_nan_or_inf_logit(batch, value):
+    logits = batch.logits.clone()
+    logits[3, 1, 2] = value
+    name = "NaN" if value != value else r"\+inf"
+    with pytest.raises(ctc_ext.CTCArgumentError, match=rf"sample 1 hold {name} \(first at frame 3, class 2"):
+        ctc_ext.forced_align(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)
+
+
+def test_forced_align_ignores_nan_beyond_the_input_length(batch):
+    logits = batch.logits.clone()
+    logits[9, 2] = float("nan")  # sample 2 has input length 6
+    alignment, _ = ctc_ext.forced_align(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)
+    assert (alignment[2, 6:] == -1).all()
+
+
+def test_forced_align_with_minus_inf_logits_still_blames_the_frames_count(batch):
+    logits = batch.logits.clone()
+    logits[:, 0, 1:] = -float("inf")  # only blank is possible for sample 0: no alignment, but no NaN either
+    with pytest.raises(ctc_ext.CTCArgumentError, match="sample 0 .* has no alignment of non-zero probability"):
+        ctc_ext.forced_align(logits, batch.padded_targets, batch.input_lengths, batch.target_lengths)

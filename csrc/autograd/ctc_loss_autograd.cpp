@@ -117,6 +117,23 @@ at::Tensor per_sample_gradient(const at::Tensor& grad, const at::Tensor& nll, co
   return result;
 }
 
+// Whether the forward keeps log_alpha for the backward.  Its layout gives each sample the padded
+// width S of the targets, T * (2 N S + N) values; when the targets are far shorter than S (padded
+// (16, 20000) holding 3 labels each: 1.2 GB for T = 500) the backward instead recomputes each
+// sample's alpha, T_n * (2 L_n + 1) values at a time.  Decided on the host, for plain CPU tensors
+// only (traced and device tensors keep log_alpha, whose size their fake kernel states).
+bool keep_log_alpha(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& target_lengths) {
+  if (!is_plain_cpu(logits) || !is_plain_cpu(target_lengths) || target_lengths.dim() != 1) return true;
+  const at::Tensor lengths = target_lengths.contiguous();
+  double used_slots = 0;  // double: no overflow; the forward checks the lengths themselves
+  AT_DISPATCH_INTEGRAL_TYPES(lengths.scalar_type(), "ctc_loss_keep_log_alpha", [&] {
+    const scalar_t* length = lengths.const_data_ptr<scalar_t>();
+    for (int64_t n = 0; n < lengths.numel(); ++n) used_slots += std::max<double>(double(length[n]), 0);
+  });
+  const double N = double(lengths.numel());
+  return 2 * double(targets.numel()) + N <= 2 * (2 * used_slots + N);
+}
+
 // The loss without a gradient: forward without log_alpha, then the reduction (the backend
 // kernel of ctc_loss for every device; autograd comes from CTCLossNode below).
 at::Tensor ctc_loss_no_grad(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& input_lengths,
@@ -133,8 +150,8 @@ struct CTCLossNode : public torch::autograd::Function<CTCLossNode> {
     // Straight to the backend kernels: ctc_loss_forward's own autograd kernel (Python,
     // ctc_ext/_ops.py) is for calling it alone and would cost a Python round trip here.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [nll, log_alpha, log_normalizer] =
-        forward_op().call(logits, targets, input_lengths, target_lengths, blank, true);
+    auto [nll, log_alpha, log_normalizer] = forward_op().call(logits, targets, input_lengths, target_lengths, blank,
+                                                              keep_log_alpha(logits, targets, target_lengths));
     // The backward must see exactly the lengths and labels the forward saw: a tensor that shares
     // memory with a numpy array can change without autograd's version counter noticing, and
     // log_alpha's layout and bands follow these values.  They are small next to the logits.

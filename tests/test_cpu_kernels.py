@@ -4,13 +4,12 @@ CTC_EXT_CPU_SCHEDULE do the same for a whole process, read once), and the accura
 the vectorised exp / log against libm.  References: F.ctc_loss on log_softmax in float64, and
 torch's exp / log in float64."""
 
-import contextlib
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-
+from ctc_cases import forced_kernel_path
 from isolation import assert_isolated_ok
 
 import ctc_ext
@@ -32,23 +31,6 @@ ISAS = [
     for isa in ALL_ISAS
 ]
 SCHEDULES = ["sample", "frame"]
-
-
-@contextlib.contextmanager
-def forced_kernel_path(isa, schedule):
-    """The CPU kernels on `isa` and `schedule` ("" for automatic) inside the block."""
-    ops._set_cpu_kernel_path(isa, schedule)
-    try:
-        yield
-    finally:
-        ops._set_cpu_kernel_path("", "")
-
-
-@pytest.fixture
-def kernel_path(request):
-    isa, schedule = request.param
-    with forced_kernel_path(isa, schedule):
-        yield isa, schedule
 
 
 PATHS = [

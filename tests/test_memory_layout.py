@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 from isolation import assert_isolated_ok
-from test_cpu_kernels import PATHS, kernel_path  # noqa: F401  (kernel_path: fixture)
+from test_cpu_kernels import PATHS
 
 import ctc_ext
 

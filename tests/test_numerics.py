@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_cpu_kernels import PATHS, kernel_path  # noqa: F401  (kernel_path: fixture)
+from test_cpu_kernels import PATHS
 
 import ctc_ext
 

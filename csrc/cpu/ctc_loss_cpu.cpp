@@ -70,8 +70,8 @@ const CpuKernelTable* kernel_table_named(const std::string& name, const char* se
                                                    : nullptr;
   TORCH_CHECK(name == "generic" || name == "avx2" || name == "avx512", setting,
               " must be generic, avx2 or avx512, got '", name, "'");
-  TORCH_CHECK(cpu_supports(table), setting, "=", name, " is not supported by this CPU or build (best: ",
-              best_kernel_table()->isa, ")");
+  TORCH_CHECK(cpu_supports(table), setting, "=", name,
+              " is not supported by this CPU or build (best: ", best_kernel_table()->isa, ")");
   return table;
 }
 
@@ -507,14 +507,14 @@ struct BackwardArguments {
   int64_t stride_t, stride_n;
   scalar_t* grad;  // (T, N, C), unit class stride
   int64_t grad_stride_t, grad_stride_n;
-  const index_t* labels;          // flattened targets
-  const int64_t* label_start;     // (N,)
-  const int64_t* input_length;    // (N,)
-  const int64_t* target_length;   // (N,)
-  const acc_t* log_alpha;         // flat, ctc_math.h layout; nullptr: recomputed per sample
-  const acc_t* log_normalizer;    // (N, T)
+  const index_t* labels;            // flattened targets
+  const int64_t* label_start;       // (N,)
+  const int64_t* input_length;      // (N,)
+  const int64_t* target_length;     // (N,)
+  const acc_t* log_alpha;           // flat, ctc_math.h layout; nullptr: recomputed per sample
+  const acc_t* log_normalizer;      // (N, T)
   const acc_t* neg_log_likelihood;  // (N,)
-  const acc_t* grad_scale;        // (N,) grad_nll
+  const acc_t* grad_scale;          // (N,) grad_nll
   int64_t T, N, C, blank;
   bool zero_infinity;
 
@@ -615,9 +615,9 @@ void backward_by_frame(const BackwardArguments<scalar_t, acc_t, index_t>& a, con
       const int64_t W = ws.num_states;
       const acc_t* frame = frame_as_acc(a.kernels, a.sample_logits(n) + t * a.stride_t, a.C, ws.frame);
       const acc_t* occupancy = occupancies + log_alpha_offset(n, occupancy_start[n], a.T) + t * W;
-      write_gradient_frame<scalar_t, acc_t>(a.kernels, frame, a.log_normalizer[n * a.T + t], a.grad_scale[n],
-                                            occupancy, ws.labels.data(), band_first(t, T_n, W), band_last(t, W), a.C,
-                                            grad_frame, ws.grad);
+      write_gradient_frame<scalar_t, acc_t>(a.kernels, frame, a.log_normalizer[n * a.T + t], a.grad_scale[n], occupancy,
+                                            ws.labels.data(), band_first(t, T_n, W), band_last(t, W), a.C, grad_frame,
+                                            ws.grad);
     }
   });
 }

@@ -152,7 +152,8 @@ void occupancy(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emiss
   // The max is idempotent, so the overlapping last vector of for_each_vector is fine; the exp
   // pass recomputes its argument from the inputs for the same reason (out is not re-read).
   vec max_lanes = splat<acc_t>(minus_inf);
-  for_each_vector<acc_t>(begin, end, [&](int64_t s, int valid) { max_lanes = vmax(max_lanes, log_occupancy(s, valid)); });
+  for_each_vector<acc_t>(begin, end,
+                         [&](int64_t s, int valid) { max_lanes = vmax(max_lanes, log_occupancy(s, valid)); });
   acc_t reference = reduce_max<acc_t>(max_lanes);
   if (reference == minus_inf) reference = 0;  // no reachable state: zeros, not (-inf) - (-inf)
   const vec reference_splat = splat<acc_t>(reference);

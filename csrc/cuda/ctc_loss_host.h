@@ -106,10 +106,10 @@ inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at:
   if (grad.numel() == 0) return grad;
   const at::Tensor labels = problem.targets.to(at::kLong);
   const at::Tensor grad_scale = grad_nll.to(acc_type).contiguous();
-  const at::Tensor alpha =
-      log_alpha.numel() > 0 ? log_alpha.contiguous()
-                            : std::get<1>(ctc_loss_forward_device(logits_in, targets, input_lengths, target_lengths,
-                                                                  blank, true, multiprocessor_count, stream));
+  const at::Tensor alpha = log_alpha.numel() > 0
+                               ? log_alpha.contiguous()
+                               : std::get<1>(ctc_loss_forward_device(logits_in, targets, input_lengths, target_lengths,
+                                                                     blank, true, multiprocessor_count, stream));
   const at::Tensor normalizer = log_normalizer.contiguous();
   const at::Tensor nll = neg_log_likelihood.contiguous();
   const auto acc_options = logits.options().dtype(acc_type);

@@ -368,10 +368,10 @@ __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, boo
 //   grad: (T, N, C) with unit class stride, strides grad_stride_t / grad_stride_n
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void gradient_kernel(CtcProblemView<scalar_t, index_t> p, const acc_t* grad_nll /* (N,) */,
-                                const acc_t* log_alpha, const acc_t* log_beta,
-                                const acc_t* log_normalizer, const int64_t* previous_same_label,
-                                const int64_t* next_same_label, const int32_t* sample_state, scalar_t* grad,
-                                int64_t grad_stride_t, int64_t grad_stride_n) {
+                                const acc_t* log_alpha, const acc_t* log_beta, const acc_t* log_normalizer,
+                                const int64_t* previous_same_label, const int64_t* next_same_label,
+                                const int32_t* sample_state, scalar_t* grad, int64_t grad_stride_t,
+                                int64_t grad_stride_n) {
   acc_t* partials = reinterpret_cast<acc_t*>(dynamic_shared_memory());
   const int64_t T = p.max_input_length, N = p.batch_size, C = p.num_classes;
   for (int64_t row = blockIdx.x; row < T * N; row += gridDim.x) {

@@ -120,18 +120,23 @@ at::Tensor per_sample_gradient(const at::Tensor& grad, const at::Tensor& nll, co
 // Whether the forward keeps log_alpha for the backward.  Its layout gives each sample the padded
 // width S of the targets, T * (2 N S + N) values; when the targets are far shorter than S (padded
 // (16, 20000) holding 3 labels each: 1.2 GB for T = 500) the backward instead recomputes each
-// sample's alpha, T_n * (2 L_n + 1) values at a time.  Decided on the host, for plain CPU tensors
+// sample's alpha, T_n * (2 L_n + 1) values at a time.  That costs the alpha recurrence again (a
+// third more time for C = 29), so only when the padded layout is over twice what the lengths need
+// and wastes over 2^24 values (64 MiB of float32).  Decided on the host, for plain CPU tensors
 // only (traced and device tensors keep log_alpha, whose size their fake kernel states).
 bool keep_log_alpha(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& target_lengths) {
-  if (!is_plain_cpu(logits) || !is_plain_cpu(target_lengths) || target_lengths.dim() != 1) return true;
+  if (!is_plain_cpu(logits) || !is_plain_cpu(target_lengths) || target_lengths.dim() != 1 || logits.dim() != 3) {
+    return true;
+  }
   const at::Tensor lengths = target_lengths.contiguous();
   double used_slots = 0;  // double: no overflow; the forward checks the lengths themselves
   AT_DISPATCH_INTEGRAL_TYPES(lengths.scalar_type(), "ctc_loss_keep_log_alpha", [&] {
     const scalar_t* length = lengths.const_data_ptr<scalar_t>();
     for (int64_t n = 0; n < lengths.numel(); ++n) used_slots += std::max<double>(double(length[n]), 0);
   });
-  const double N = double(lengths.numel());
-  return 2 * double(targets.numel()) + N <= 2 * (2 * used_slots + N);
+  const double T = double(logits.size(0)), N = double(lengths.numel());
+  const double padded = T * (2 * double(targets.numel()) + N), needed = T * (2 * used_slots + N);
+  return padded <= 2 * needed || padded - needed < double(int64_t(1) << 24);
 }
 
 // The loss without a gradient: forward without log_alpha, then the reduction (the backend

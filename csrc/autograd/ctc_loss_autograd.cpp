@@ -120,9 +120,9 @@ at::Tensor per_sample_gradient(const at::Tensor& grad, const at::Tensor& nll, co
 // Whether the forward keeps log_alpha for the backward.  Its layout gives each sample the padded
 // width S of the targets, T * (2 N S + N) values; when the targets are far shorter than S (padded
 // (16, 20000) holding 3 labels each: 1.2 GB for T = 500) the backward instead recomputes each
-// sample's alpha, T_n * (2 L_n + 1) values at a time.  That costs the alpha recurrence again (a
-// third more time for C = 29), so only when the padded layout is over twice what the lengths need
-// and wastes over 2^24 values (64 MiB of float32).  Decided on the host, for plain CPU tensors
+// sample's alpha, T_n * (2 L_n + 1) values at a time.  That runs the alpha recurrence twice, so
+// only when the padded layout is over twice what the lengths need and wastes over 2^24 values
+// (64 MiB of float32).  Decided on the host, for plain CPU tensors
 // only (traced and device tensors keep log_alpha, whose size their fake kernel states).
 bool keep_log_alpha(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& target_lengths) {
   if (!is_plain_cpu(logits) || !is_plain_cpu(target_lengths) || target_lengths.dim() != 1 || logits.dim() != 3) {

@@ -124,8 +124,9 @@ void check_ctc_backward_state(const CtcProblem& problem, const at::Tensor& logit
                               const at::Tensor& log_normalizer) {
   const int64_t T = problem.max_input_length, N = problem.batch_size;
   const auto acc_type = at::toOpMathType(logits.scalar_type());
-  TORCH_CHECK(log_alpha.numel() == log_alpha_numel(N, problem.num_target_slots, T),
-              "ctc_loss_backward needs the log_alpha of ctc_loss_forward(..., keep_log_alpha=True)");
+  // Empty: the log_alpha of ctc_loss_forward(..., keep_log_alpha=False), which the backward recomputes.
+  TORCH_CHECK(log_alpha.numel() == 0 || log_alpha.numel() == log_alpha_numel(N, problem.num_target_slots, T),
+              "ctc_loss_backward needs the log_alpha of ctc_loss_forward (empty when keep_log_alpha=False)");
   TORCH_CHECK(log_alpha.scalar_type() == acc_type && log_normalizer.scalar_type() == acc_type &&
                   neg_log_likelihood.scalar_type() == acc_type,
               "log_alpha, log_normalizer and neg_log_likelihood must have dtype ", acc_type);

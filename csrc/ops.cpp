@@ -58,4 +58,7 @@ TORCH_LIBRARY_FRAGMENT(ctc_ext, m) {
   m.def("_simd_math(Tensor input, str function, str isa) -> Tensor");
   // The instruction set the CPU kernels use now, for the benchmark report.
   m.def("_cpu_kernel_isa() -> str");
+  // Forces the CPU kernels' instruction set (generic, avx2, avx512) and schedule (sample, frame)
+  // for the tests; "" restores the automatic choice.  Overrides CTC_EXT_CPU_ISA / _SCHEDULE.
+  m.def("_set_cpu_kernel_path(str isa, str schedule) -> ()");
 }

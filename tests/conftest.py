@@ -85,3 +85,14 @@ def pytest_runtest_protocol(item, nextitem):
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def kernel_path(request):
+    """Parametrised indirectly with (isa, schedule) (test_cpu_kernels.PATHS): the CPU kernels run on
+    that instruction set and schedule for the test."""
+    from ctc_cases import forced_kernel_path
+
+    isa, schedule = request.param
+    with forced_kernel_path(isa, schedule):
+        yield isa, schedule

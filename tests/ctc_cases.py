@@ -4,6 +4,7 @@ A plain module rather than conftest.py: tests/cuda_emulation has a conftest of i
 `from conftest import ...` would pick whichever comes first on sys.path.
 """
 
+import contextlib
 import dataclasses
 from typing import List
 
@@ -86,3 +87,15 @@ def unit_in_last_place(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     exponent = torch.floor(torch.log2(values.abs().clamp_min(1e-300)))
     spacing = torch.exp2(exponent - MANTISSA_BITS[dtype])
     return spacing.clamp_min(2.0 ** SMALLEST_SUBNORMAL_EXPONENT[dtype])
+
+
+@contextlib.contextmanager
+def forced_kernel_path(isa, schedule):
+    """The CPU kernels on instruction set `isa` and `schedule` inside the block ("" for automatic)."""
+    import ctc_ext  # noqa: F401  (registers the op)
+
+    torch.ops.ctc_ext._set_cpu_kernel_path(isa, schedule)
+    try:
+        yield
+    finally:
+        torch.ops.ctc_ext._set_cpu_kernel_path("", "")

@@ -1,5 +1,6 @@
-"""The CPU kernels' own code paths: every compiled instruction set (forced with CTC_EXT_CPU_ISA),
-both schedules (by sample and by frame, forced with CTC_EXT_CPU_SCHEDULE), and the accuracy of
+"""The CPU kernels' own code paths: every compiled instruction set and both schedules (by sample
+and by frame), forced with the _set_cpu_kernel_path test op (CTC_EXT_CPU_ISA and
+CTC_EXT_CPU_SCHEDULE do the same for a whole process, read once), and the accuracy of
 the vectorised exp / log against libm.  References: F.ctc_loss on log_softmax in float64, and
 torch's exp / log in float64."""
 
@@ -8,6 +9,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from ctc_cases import forced_kernel_path
+from isolation import assert_isolated_ok
 
 import ctc_ext
 
@@ -28,14 +31,6 @@ ISAS = [
     for isa in ALL_ISAS
 ]
 SCHEDULES = ["sample", "frame"]
-
-
-@pytest.fixture
-def kernel_path(monkeypatch, request):
-    isa, schedule = request.param
-    monkeypatch.setenv("CTC_EXT_CPU_ISA", isa)
-    monkeypatch.setenv("CTC_EXT_CPU_SCHEDULE", schedule)
-    return isa, schedule
 
 
 PATHS = [
@@ -181,16 +176,42 @@ def test_exp_and_log_special_values(isa, dtype):
     assert log[0] == -inf and log[1].isnan() and log[2] == inf and log[3].isnan() and log[4] == 0
 
 
-def test_unknown_isa_is_rejected(monkeypatch):
-    monkeypatch.setenv("CTC_EXT_CPU_ISA", "sse9")
-    with pytest.raises(RuntimeError, match="CTC_EXT_CPU_ISA"):
-        ctc_ext.ctc_loss(torch.randn(5, 1, 3), torch.tensor([[1]]), [5], [1])
+def test_unknown_isa_and_schedule_are_rejected():
+    with pytest.raises(RuntimeError, match="isa must be generic, avx2 or avx512, got 'sse9'"):
+        ops._set_cpu_kernel_path("sse9", "")
+    with pytest.raises(RuntimeError, match="schedule must be sample or frame, got 'diagonal'"):
+        ops._set_cpu_kernel_path("", "diagonal")
+    assert ops._cpu_kernel_isa() == [isa for isa in ALL_ISAS if isa_supported(isa)][-1]  # unchanged: the best
 
 
-def test_unknown_schedule_is_rejected(monkeypatch):
-    monkeypatch.setenv("CTC_EXT_CPU_SCHEDULE", "diagonal")
-    with pytest.raises(RuntimeError, match="CTC_EXT_CPU_SCHEDULE"):
-        ctc_ext.ctc_loss(torch.randn(5, 1, 3), torch.tensor([[1]]), [5], [1])
+@pytest.mark.parametrize(
+    "variable,value", [("CTC_EXT_CPU_ISA", "sse9"), ("CTC_EXT_CPU_SCHEDULE", "diagonal"), ("CTC_EXT_CPU_ISA", "")]
+)
+def test_environment_is_read_once_and_checked(monkeypatch, variable, value):
+    """A bad value fails every call, naming the variable; a good one holds for the process even
+    when the environment changes later (the kernels do not call getenv per call)."""
+    monkeypatch.setenv("CTC_EXT_CPU_ISA", "generic")
+    monkeypatch.setenv(variable, value)
+    out = assert_isolated_ok(f"""
+        import os, torch, ctc_ext
+        call = lambda: ctc_ext.ctc_loss(torch.randn(5, 1, 3), torch.tensor([[1]]), [5], [1])
+        for attempt in range(2):
+            try:
+                call()
+                print("ok", ctc_ext.ops._cpu_kernel_isa())
+            except RuntimeError as error:
+                print("error", "{variable}" in str(error))
+        os.environ["CTC_EXT_CPU_ISA"] = "sse9"
+        try:
+            print("later", ctc_ext.ops._cpu_kernel_isa())
+        except RuntimeError as error:
+            print("error", "{variable}" in str(error))
+    """).split("\n")
+    if value in ("sse9", "diagonal"):
+        assert out[:2] == ["error True", "error True"] and out[2].startswith("error"), out
+    else:  # CTC_EXT_CPU_ISA="" (the best) read at the first call; the later "sse9" is never seen
+        best = [isa for isa in ALL_ISAS if isa_supported(isa)][-1]
+        assert out == [f"ok {best}", f"ok {best}", f"later {best}", ""], out
 
 
 # ------------------------------------------------------------------------------------------
@@ -276,9 +297,7 @@ def test_impossible_and_empty_samples_on_every_path(kernel_path):
 def test_log_alpha_is_the_same_on_every_path(kernel_path):
     x, targets, input_lengths, target_lengths = random_problem(50, 3, 11, 12, seed=3)
     nll, log_alpha, log_normalizer = ops.ctc_loss_forward(x, targets, input_lengths, target_lengths, 0, True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CTC_EXT_CPU_ISA", "generic")
-        patch.setenv("CTC_EXT_CPU_SCHEDULE", "sample")
+    with forced_kernel_path("generic", "sample"):
         ref = ops.ctc_loss_forward(x, targets, input_lengths, target_lengths, 0, True)
     torch.testing.assert_close(nll, ref[0], rtol=1e-12, atol=1e-12)
     # Entries off the reachable band are -inf on both; the rest agree to rounding.
@@ -301,9 +320,8 @@ def test_half_precision_accumulates_in_float32_on_every_path(kernel_path, dtype)
     torch.testing.assert_close(ours_grad.double(), ref_grad, rtol=0, atol=tolerance)
 
 
-def test_a_single_sample_uses_all_threads_and_matches(monkeypatch):
-    """N = 1 < threads takes the frame schedule by default (no env var): same result."""
-    monkeypatch.delenv("CTC_EXT_CPU_SCHEDULE", raising=False)
+def test_a_single_sample_uses_all_threads_and_matches():
+    """N = 1 < threads takes the frame schedule by default (no forced schedule): same result."""
     x, targets, input_lengths, target_lengths = random_problem(300, 1, 500, 40, seed=11)
     ours_losses, ours_grad = losses_and_grads(ctc_ext.ctc_loss, x, targets, input_lengths, target_lengths)
     ref_losses, ref_grad = losses_and_grads(builtin, x, targets, input_lengths, target_lengths)

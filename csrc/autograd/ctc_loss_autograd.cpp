@@ -135,6 +135,29 @@ at::Tensor per_sample_gradient(const at::Tensor& grad, const at::Tensor& nll, co
   return result;
 }
 
+// Whether the forward keeps log_alpha for the backward.  Its layout gives each sample the padded
+// width S of the targets, T * (2 N S + N) values; when the targets are far shorter than S (padded
+// (16, 20000) holding 3 labels each: 1.2 GB for T = 500) the backward instead recomputes each
+// sample's alpha, T_n * (2 L_n + 1) values at a time.  That runs the alpha recurrence twice, so
+// only when the padded layout is over twice what the lengths need and wastes over 2^24 values
+// (64 MiB of float32).  Decided on the host, for plain CPU tensors outside any dispatch mode
+// (traced and device tensors keep log_alpha, so that a trace does not depend on the lengths).
+bool keep_log_alpha(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& target_lengths) {
+  if (!no_dispatch_mode_active() || !is_plain_cpu(logits) || !is_plain_cpu(target_lengths) ||
+      target_lengths.dim() != 1 || logits.dim() != 3) {
+    return true;
+  }
+  const at::Tensor lengths = target_lengths.contiguous();
+  double used_slots = 0;  // double: no overflow; the forward checks the lengths themselves
+  AT_DISPATCH_INTEGRAL_TYPES(lengths.scalar_type(), "ctc_loss_keep_log_alpha", [&] {
+    const scalar_t* length = lengths.const_data_ptr<scalar_t>();
+    for (int64_t n = 0; n < lengths.numel(); ++n) used_slots += std::max<double>(double(length[n]), 0);
+  });
+  const double T = double(logits.size(0)), N = double(lengths.numel());
+  const double padded = T * (2 * double(targets.numel()) + N), needed = T * (2 * used_slots + N);
+  return padded <= 2 * needed || padded - needed < double(int64_t(1) << 24);
+}
+
 // The loss without a gradient: forward without log_alpha, then the reduction (the backend
 // kernel of ctc_loss for every device; autograd comes from CTCLossBackward below).
 at::Tensor ctc_loss_no_grad(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& input_lengths,
@@ -206,8 +229,8 @@ std::array<at::Tensor, 4> differentiable_loss(const at::Tensor& logits, const at
   at::Tensor nll, log_alpha, log_normalizer, loss;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    std::tie(nll, log_alpha, log_normalizer) =
-        forward_op().call(logits, targets, input_lengths, target_lengths, blank, true);
+    std::tie(nll, log_alpha, log_normalizer) = forward_op().call(logits, targets, input_lengths, target_lengths, blank,
+                                                                 keep_log_alpha(logits, targets, target_lengths));
     loss = reduce(zero_infinity ? zero_infinite(nll) : nll, target_lengths, reduction);
   }
   if (torch::autograd::compute_requires_grad(logits)) {

@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -60,23 +61,58 @@ bool cpu_supports(const CpuKernelTable* table) {
   return isa == "avx2" && best_isa == "avx512";
 }
 
-// The best instruction set this CPU runs, or the one named by CTC_EXT_CPU_ISA (generic, avx2,
-// avx512), read on every call so that tests can force each path.
-const CpuKernelTable& cpu_kernels() {
-  static const CpuKernelTable* best = best_kernel_table();
-  const char* requested = std::getenv("CTC_EXT_CPU_ISA");
-  if (requested == nullptr || requested[0] == '\0') return *best;
-  const std::string name = requested;
+// The kernel table named `name` (generic, avx2, avx512), checked against this CPU; `setting`
+// names where the name came from, for the error.
+const CpuKernelTable* kernel_table_named(const std::string& name, const char* setting) {
   const CpuKernelTable* table = name == "generic"  ? cpu::generic_kernel_table()
                                 : name == "avx2"   ? cpu::avx2_kernel_table()
                                 : name == "avx512" ? cpu::avx512_kernel_table()
                                                    : nullptr;
-  TORCH_CHECK(name == "generic" || name == "avx2" || name == "avx512",
-              "CTC_EXT_CPU_ISA must be generic, avx2 or avx512, got '", name, "'");
-  TORCH_CHECK(cpu_supports(table), "CTC_EXT_CPU_ISA=", name,
-              " is not supported by this CPU or build (best: ", best->isa, ")");
-  return *table;
+  TORCH_CHECK(name == "generic" || name == "avx2" || name == "avx512", setting,
+              " must be generic, avx2 or avx512, got '", name, "'");
+  TORCH_CHECK(cpu_supports(table), setting, "=", name,
+              " is not supported by this CPU or build (best: ", best_kernel_table()->isa, ")");
+  return table;
 }
+
+enum class Schedule { kAutomatic, kBySample, kByFrame };
+
+Schedule schedule_named(const std::string& name, const char* setting) {
+  TORCH_CHECK(name == "sample" || name == "frame", setting, " must be sample or frame, got '", name, "'");
+  return name == "frame" ? Schedule::kByFrame : Schedule::kBySample;
+}
+
+// The instruction set and schedule the kernels use.  By default the best instruction set of this
+// CPU and the automatic schedule; CTC_EXT_CPU_ISA (generic, avx2, avx512) and CTC_EXT_CPU_SCHEDULE
+// (sample, frame) force one, read once on first use (a bad value fails every call); the tests
+// switch paths within a process with the _set_cpu_kernel_path op.
+struct KernelPath {
+  std::atomic<const CpuKernelTable*> table{nullptr};
+  std::atomic<Schedule> schedule{Schedule::kAutomatic};
+
+  void set(const std::string& isa, const std::string& schedule_name, const char* isa_setting,
+           const char* schedule_setting) {
+    const CpuKernelTable* forced_table = isa.empty() ? best_kernel_table() : kernel_table_named(isa, isa_setting);
+    const Schedule forced_schedule =
+        schedule_name.empty() ? Schedule::kAutomatic : schedule_named(schedule_name, schedule_setting);
+    table = forced_table;
+    schedule = forced_schedule;
+  }
+};
+
+KernelPath& kernel_path() {
+  static KernelPath path;
+  static const bool read_environment = [] {
+    const char* isa = std::getenv("CTC_EXT_CPU_ISA");
+    const char* schedule = std::getenv("CTC_EXT_CPU_SCHEDULE");
+    path.set(isa ? isa : "", schedule ? schedule : "", "CTC_EXT_CPU_ISA", "CTC_EXT_CPU_SCHEDULE");
+    return true;
+  }();
+  (void)read_environment;
+  return path;
+}
+
+const CpuKernelTable& cpu_kernels() { return *kernel_path().table.load(); }
 
 template <typename acc_t>
 const LatticeKernels<acc_t>& lattice_kernels() {
@@ -92,14 +128,10 @@ const LatticeKernels<acc_t>& lattice_kernels() {
 int64_t frame_grain(int64_t num_classes) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(num_classes, 1)); }
 
 // Frame-parallel schedule when there are fewer samples than threads and enough frames for more
-// than one task; CTC_EXT_CPU_SCHEDULE (sample or frame) forces one for tests.
+// than one task, unless a schedule is forced.
 bool use_frame_schedule(int64_t batch_size, int64_t max_input_length, int64_t num_classes) {
-  const char* forced = std::getenv("CTC_EXT_CPU_SCHEDULE");
-  if (forced != nullptr && forced[0] != '\0') {
-    const std::string name = forced;
-    TORCH_CHECK(name == "sample" || name == "frame", "CTC_EXT_CPU_SCHEDULE must be sample or frame, got '", name, "'");
-    return name == "frame";
-  }
+  const Schedule forced = kernel_path().schedule.load();
+  if (forced != Schedule::kAutomatic) return forced == Schedule::kByFrame;
   return batch_size < at::get_num_threads() && batch_size * max_input_length > frame_grain(num_classes);
 }
 
@@ -117,6 +149,7 @@ struct SampleWorkspace {
   std::vector<acc_t> occupancy;     // (W,) occupancy of the current frame
   std::vector<acc_t> frame;         // (C,) the current frame in acc_t (half / bfloat16 input only)
   std::vector<acc_t> grad;          // (C,) the current gradient row in acc_t (half / bfloat16 only)
+  std::vector<acc_t> log_alpha;     // (T_n, W) the sample's alpha when the backward recomputes it
 
   template <typename index_t>
   void set_target(const index_t* sample_labels, int64_t target_length, int64_t blank, int64_t num_classes) {
@@ -186,7 +219,7 @@ inline void prefetch(const void* data, int64_t bytes) {
 
 // Asks Linux for transparent huge pages behind a fresh output before its first write.  A large
 // vocabulary's gradient is hundreds of MB that glibc maps fresh for every call; faulted in 4 KiB
-// at a time it cost the backward more than all its arithmetic (T=200 N=16 C=8000: 46 -> 16 ms).
+// at a time it cost the backward more than all its arithmetic (see CHANGELOG.md).
 // Only the 2 MiB-aligned interior of buffers of at least 32 MiB: glibc gives those a mapping of
 // their own (its largest dynamic mmap threshold) which goes back to the OS on free, so the
 // advice never outlives the tensor.  A hint only: THP off, or no huge page free, changes nothing.
@@ -209,13 +242,26 @@ constexpr int64_t kPrefetchFrames = 2;
 // ---------------------------------------------------------------------------------------------
 // Forward.
 
+// Whether every frame t < T_n has a finite log-softmax normaliser.  A frame with a NaN or +inf
+// logit (or only -inf ones) has no softmax: its loss is NaN, as the built-in's on log_softmax,
+// and zero_infinity (which is for targets that cannot be aligned) leaves it NaN.
+//   log_normalizer: (T_n,)
+template <typename acc_t>
+bool frames_have_finite_normalizers(const acc_t* log_normalizer, int64_t input_length) {
+  for (int64_t t = 0; t < input_length; ++t) {
+    if (!std::isfinite(log_normalizer[t])) return false;
+  }
+  return true;
+}
+
 // Forward recurrence of one sample.
 //   sample_logits:   (T_n, C) rows of this sample, row stride stride_t, unit class stride
 //   log_alpha_block: (T, W) rows of this sample (rows >= T_n and states outside the band get
 //                    -inf), plus the rest of its slot up to block_end; nullptr keeps two rows
 //   log_normalizer:  (T,) this sample's row of the (N, T) output; read instead of computed
-//                    when normalizer_ready (frame schedule)
-// Returns the negative log-likelihood.
+//                    (and then not written) when normalizer_ready
+// Returns the negative log-likelihood: +inf when the target cannot be aligned, NaN for
+// non-finite input (frames_have_finite_normalizers).
 template <typename scalar_t, typename acc_t>
 acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_logits, int64_t stride_t,
                          int64_t num_classes, int64_t input_length, SampleWorkspace<acc_t>& ws, acc_t* log_alpha_block,
@@ -233,8 +279,11 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
       log_normalizer[t] = kernels.row_logsumexp(frame, num_classes, nullptr);
     }
   }
-  if (target_length > T_n) return std::numeric_limits<acc_t>::infinity();  // the target cannot fit
-  if (T_n == 0) return 0;                                                  // empty input, empty target
+  if (!feasible) {
+    if (!frames_have_finite_normalizers(log_normalizer, T_n)) return std::numeric_limits<acc_t>::quiet_NaN();
+    if (target_length > T_n) return std::numeric_limits<acc_t>::infinity();  // the target cannot fit
+    return 0;                                                                // empty input, empty target
+  }
 
   auto alpha_row = [&](int64_t t) { return log_alpha_block ? log_alpha_block + t * W : ws.rows.data() + (t & 1) * W; };
   acc_t* emission = ws.emission.data();
@@ -272,13 +321,16 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
   }
   const acc_t* last_row = alpha_row(T_n - 1);
   const acc_t log_likelihood = W >= 2 ? log_add(last_row[W - 1], last_row[W - 2]) : last_row[W - 1];
+  // The lattice's log_add3 need not carry a NaN emission to the end: decide from the normalisers.
+  if (!frames_have_finite_normalizers(log_normalizer, T_n)) return std::numeric_limits<acc_t>::quiet_NaN();
   return -log_likelihood;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Backward.
 
-// What the gradient of a sample is, from its lengths and its loss.  The lengths decide first:
+// What the gradient of a sample is, from its lengths and its loss.  A NaN loss (non-finite
+// input) gives a NaN gradient whatever zero_infinity says.  Then the lengths decide:
 // neg_log_likelihood is an argument of the public backward op, and a finite value for a target
 // that cannot fit must not send the beta sweep over an empty band.
 enum class SampleGradient { kFinite, kZero, kNaN };
@@ -286,6 +338,7 @@ enum class SampleGradient { kFinite, kZero, kNaN };
 template <typename acc_t>
 SampleGradient sample_gradient(int64_t input_length, int64_t target_length, acc_t neg_log_likelihood,
                                bool zero_infinity) {
+  if (std::isnan(neg_log_likelihood)) return SampleGradient::kNaN;
   const bool fits = target_length <= input_length;
   const bool infinite = std::isinf(neg_log_likelihood) && neg_log_likelihood > 0;
   if (fits && !infinite) return SampleGradient::kFinite;
@@ -300,7 +353,8 @@ void fill_frame(scalar_t* grad_frame, int64_t num_classes, scalar_t value) {
 
 // One gradient row (Graves Eq. 16): grad[k] = scale * (softmax(x[t])[k] - sum_{s: l'_s = k} occupancy[s]),
 // the occupancies normalised to sum to 1.
-//   frame: (C,) logits in acc_t;  occupancy: (W,) valid on [first, last];  grad_frame: (C,)
+//   frame: (C,) logits in acc_t;  occupancy: (W,) relative occupancies (the largest is 1), valid
+//   on [first, last];  grad_frame: (C,)
 template <typename scalar_t, typename acc_t>
 void write_gradient_frame(const LatticeKernels<acc_t>& kernels, const acc_t* frame, acc_t log_normalizer, acc_t scale,
                           const acc_t* occupancy, const int64_t* state_labels, int64_t first, int64_t last,
@@ -323,9 +377,9 @@ void write_gradient_frame(const LatticeKernels<acc_t>& kernels, const acc_t* fra
   const acc_t blank_occupancy = (blank_sums[0] + blank_sums[1]) + (blank_sums[2] + blank_sums[3]);
   acc_t label_occupancy = 0;
   for (s = first | 1; s <= last; s += 2) label_occupancy += occupancy[s];
-  // The occupancies of a frame sum to 1 in exact arithmetic; dividing by their computed sum
-  // removes the rounding drift that alpha and beta share at this frame, so gradient rows sum to
-  // 0 to working precision.
+  // The occupancies come relative to the frame's likeliest state (the sum is >= 1); dividing by
+  // their sum makes them the posterior, and removes the rounding drift that alpha and beta share
+  // at this frame, so gradient rows sum to 0 to working precision.
   const acc_t occupancy_scale = scale / (blank_occupancy + label_occupancy);
   row[state_labels[0]] -= occupancy_scale * blank_occupancy;
   for (s = first | 1; s <= last; s += 2) row[state_labels[s]] -= occupancy_scale * occupancy[s];
@@ -333,12 +387,13 @@ void write_gradient_frame(const LatticeKernels<acc_t>& kernels, const acc_t* fra
 }
 
 // The beta sweep of one sample with a finite loss: log_beta in two rolling rows, and for each
-// frame t (from the last) the occupancies of its band handed to
-// on_frame(t, frame, log_normalizer[t], occupancy, first, last).
+// frame t (from the last) the relative occupancies of its band (see LatticeKernels::occupancy)
+// handed to on_frame(t, frame, log_normalizer[t], occupancy, first, last).
+//   log_alpha_block: (T_n, W) this sample's rows
 template <typename scalar_t, typename acc_t, typename OnFrame>
 void beta_sweep(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_logits, int64_t stride_t,
                 int64_t num_classes, int64_t input_length, SampleWorkspace<acc_t>& ws, const acc_t* log_alpha_block,
-                const acc_t* log_normalizer, acc_t neg_log_likelihood, OnFrame on_frame) {
+                const acc_t* log_normalizer, OnFrame on_frame) {
   const int64_t T_n = input_length;
   const int64_t W = ws.num_states;
   acc_t* emission = ws.emission.data();
@@ -366,8 +421,7 @@ void beta_sweep(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_log
         current[s] = emission[s] + (s == W - 1 ? next[s] : log_add(next[s], next[s + 1]));
       }
     }
-    kernels.occupancy(log_alpha_block + t * W, current, emission, neg_log_likelihood, ws.occupancy.data(), first,
-                      last + 1);
+    kernels.occupancy(log_alpha_block + t * W, current, emission, ws.occupancy.data(), first, last + 1);
     on_frame(t, frame, log_normalizer[t], ws.occupancy.data(), first, last);
   }
 }
@@ -445,6 +499,132 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_cpu(const at::Te
   return {neg_log_likelihood, log_alpha, log_normalizer};
 }
 
+// What both backward schedules read and write: the arguments of ctc_loss_backward as raw pointers.
+template <typename scalar_t, typename acc_t, typename index_t>
+struct BackwardArguments {
+  const LatticeKernels<acc_t>& kernels;
+  const scalar_t* logits;  // (T, N, C), unit class stride
+  int64_t stride_t, stride_n;
+  scalar_t* grad;  // (T, N, C), unit class stride
+  int64_t grad_stride_t, grad_stride_n;
+  const index_t* labels;            // flattened targets
+  const int64_t* label_start;       // (N,)
+  const int64_t* input_length;      // (N,)
+  const int64_t* target_length;     // (N,)
+  const acc_t* log_alpha;           // flat, ctc_math.h layout; nullptr: recomputed per sample
+  const acc_t* log_normalizer;      // (N, T)
+  const acc_t* neg_log_likelihood;  // (N,)
+  const acc_t* grad_scale;          // (N,) grad_nll
+  int64_t T, N, C, blank;
+  bool zero_infinity;
+
+  SampleGradient kind(int64_t n) const {
+    return sample_gradient(input_length[n], target_length[n], neg_log_likelihood[n], zero_infinity);
+  }
+  scalar_t* grad_frame(int64_t n, int64_t t) const { return grad + n * grad_stride_n + t * grad_stride_t; }
+  const scalar_t* sample_logits(int64_t n) const { return logits + n * stride_n; }
+
+  // Sample n's (T_n, W) log_alpha rows: in the forward's buffer, or recomputed into ws (ws holds
+  // sample n's target).
+  const acc_t* sample_log_alpha(int64_t n, SampleWorkspace<acc_t>& ws) const {
+    if (log_alpha != nullptr) return log_alpha + log_alpha_offset(n, label_start[n], T);
+    const int64_t rows = input_length[n] * ws.num_states;
+    SampleWorkspace<acc_t>::grow(ws.log_alpha, rows);
+    // normalizer_ready: forward_one_sample reads the saved normalisers and writes none.
+    forward_one_sample<scalar_t, acc_t>(kernels, sample_logits(n), stride_t, C, input_length[n], ws,
+                                        ws.log_alpha.data(), ws.log_alpha.data() + rows,
+                                        const_cast<acc_t*>(log_normalizer + n * T), true);
+    return ws.log_alpha.data();
+  }
+};
+
+// Frames t < T_n of a sample without a computed gradient: NaN, or zero with zero_infinity.
+template <typename scalar_t, typename acc_t, typename index_t>
+void fill_sample_without_gradient(const BackwardArguments<scalar_t, acc_t, index_t>& a, int64_t n,
+                                  SampleGradient kind) {
+  const scalar_t value = kind == SampleGradient::kNaN ? std::numeric_limits<scalar_t>::quiet_NaN() : scalar_t(0);
+  for (int64_t t = 0; t < a.input_length[n]; ++t) fill_frame(a.grad_frame(n, t), a.C, value);
+}
+
+// By sample: one task per sample runs its beta sweep and writes its gradient rows as it goes.
+template <typename scalar_t, typename acc_t, typename index_t>
+void backward_by_sample(const BackwardArguments<scalar_t, acc_t, index_t>& a) {
+  at::parallel_for(0, a.N, 1, [&](int64_t begin, int64_t end) {
+    SampleWorkspace<acc_t> ws;
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t T_n = a.input_length[n];
+      const SampleGradient kind = a.kind(n);
+      if (kind != SampleGradient::kFinite || T_n == 0) {
+        fill_sample_without_gradient(a, n, kind);
+      } else {
+        ws.set_target(a.labels + a.label_start[n], a.target_length[n], a.blank, a.C);
+        const acc_t scale = a.grad_scale[n];
+        beta_sweep<scalar_t, acc_t>(
+            a.kernels, a.sample_logits(n), a.stride_t, a.C, T_n, ws, a.sample_log_alpha(n, ws),
+            a.log_normalizer + n * a.T,
+            [&](int64_t t, const acc_t* frame, acc_t lse, const acc_t* occupancy, int64_t first, int64_t last) {
+              write_gradient_frame<scalar_t, acc_t>(a.kernels, frame, lse, scale, occupancy, ws.labels.data(), first,
+                                                    last, a.C, a.grad_frame(n, t), ws.grad);
+            });
+      }
+      for (int64_t t = T_n; t < a.T; ++t) fill_frame(a.grad_frame(n, t), a.C, scalar_t(0));
+    }
+  });
+}
+
+// By frame: the beta sweeps run per sample and store the occupancies; then the gradient rows, the
+// bulk of the work, run parallel over all frames.  The occupancies are stored compactly: sample
+// n's (T, 2 L_n + 1) block at log_alpha_offset(n, occupancy_start[n], T), occupancy_start being
+// the running sum of the target lengths (not the padded label_start, whose blocks follow S).
+template <typename scalar_t, typename acc_t, typename index_t>
+void backward_by_frame(const BackwardArguments<scalar_t, acc_t, index_t>& a, const int64_t* occupancy_start,
+                       acc_t* occupancies) {
+  at::parallel_for(0, a.N, 1, [&](int64_t begin, int64_t end) {
+    SampleWorkspace<acc_t> ws;
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t T_n = a.input_length[n];
+      if (a.kind(n) != SampleGradient::kFinite || T_n == 0) continue;
+      ws.set_target(a.labels + a.label_start[n], a.target_length[n], a.blank, a.C);
+      const int64_t W = ws.num_states;
+      acc_t* sample_occupancies = occupancies + log_alpha_offset(n, occupancy_start[n], a.T);
+      beta_sweep<scalar_t, acc_t>(
+          a.kernels, a.sample_logits(n), a.stride_t, a.C, T_n, ws, a.sample_log_alpha(n, ws),
+          a.log_normalizer + n * a.T,
+          [&](int64_t t, const acc_t*, acc_t, const acc_t* occupancy, int64_t first, int64_t last) {
+            std::copy(occupancy + first, occupancy + last + 1, sample_occupancies + t * W + first);
+          });
+    }
+  });
+  at::parallel_for(0, a.N * a.T, frame_grain(a.C), [&](int64_t begin, int64_t end) {
+    SampleWorkspace<acc_t> ws;
+    int64_t workspace_sample = -1;
+    for (int64_t frame_index = begin; frame_index < end; ++frame_index) {
+      const int64_t n = frame_index / a.T, t = frame_index % a.T;
+      const int64_t T_n = a.input_length[n];
+      scalar_t* grad_frame = a.grad_frame(n, t);
+      const SampleGradient kind = a.kind(n);
+      if (t >= T_n || kind != SampleGradient::kFinite) {
+        const bool nan = t < T_n && kind == SampleGradient::kNaN;
+        fill_frame(grad_frame, a.C, nan ? std::numeric_limits<scalar_t>::quiet_NaN() : scalar_t(0));
+        continue;
+      }
+      if (workspace_sample != n) {
+        ws.set_target(a.labels + a.label_start[n], a.target_length[n], a.blank, a.C);
+        workspace_sample = n;
+      }
+      const int64_t W = ws.num_states;
+      const acc_t* frame = frame_as_acc(a.kernels, a.sample_logits(n) + t * a.stride_t, a.C, ws.frame);
+      const acc_t* occupancy = occupancies + log_alpha_offset(n, occupancy_start[n], a.T) + t * W;
+      write_gradient_frame<scalar_t, acc_t>(a.kernels, frame, a.log_normalizer[n * a.T + t], a.grad_scale[n], occupancy,
+                                            ws.labels.data(), band_first(t, T_n, W), band_last(t, W), a.C, grad_frame,
+                                            ws.grad);
+    }
+  });
+}
+
+// log_alpha may be empty (ctc_loss_forward(..., keep_log_alpha=False)): each sample's alpha is
+// then recomputed from the saved normalisers, which the autograd node uses when the padded layout
+// would waste memory (targets much shorter than their padded width).
 at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& logits_in, const at::Tensor& targets,
                                  const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                  const at::Tensor& neg_log_likelihood, const at::Tensor& log_alpha,
@@ -464,93 +644,48 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
   const at::Tensor alpha = log_alpha.contiguous();
   const at::Tensor normalizer = log_normalizer.contiguous();
   const at::Tensor nll = neg_log_likelihood.contiguous();
+  const int64_t* target_length = problem.target_lengths.const_data_ptr<int64_t>();
   const bool by_frame = use_frame_schedule(N, T, C);
-  // Frame schedule: the occupancies of every frame, in log_alpha's layout, between the phases.
-  at::Tensor occupancies = at::empty({by_frame ? alpha.numel() : 0}, alpha.options());
+  // Frame schedule: where each sample's occupancies begin (see backward_by_frame).  The lengths
+  // were checked and their sum overflow-checked by check_ctc_values_on_cpu.
+  std::vector<int64_t> occupancy_start(by_frame ? N : 0);
+  int64_t total_target_length = 0;
+  for (int64_t n = 0; n < static_cast<int64_t>(occupancy_start.size()); ++n) {
+    occupancy_start[n] = total_target_length;
+    total_target_length += target_length[n];
+  }
+  at::Tensor occupancies =
+      at::empty({by_frame ? log_alpha_numel(N, total_target_length, T) : 0}, logits.options().dtype(acc_type));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ctc_loss_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const LatticeKernels<acc_t>& kernels = lattice_kernels<acc_t>();
-    const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
-    const int64_t stride_t = logits.stride(0), stride_n = logits.stride(1);
-    scalar_t* grad_data = grad_out.data_ptr<scalar_t>();
-    const int64_t grad_stride_t = grad_out.stride(0), grad_stride_n = grad_out.stride(1);
-    const int64_t* input_length = problem.input_lengths.const_data_ptr<int64_t>();
-    const int64_t* target_length = problem.target_lengths.const_data_ptr<int64_t>();
-    const int64_t* label_start = problem.label_start.const_data_ptr<int64_t>();
-    const acc_t* alpha_data = alpha.const_data_ptr<acc_t>();
-    const acc_t* normalizer_data = normalizer.const_data_ptr<acc_t>();
-    const acc_t* nll_data = nll.const_data_ptr<acc_t>();
-    const acc_t* scale_data = grad_scale.const_data_ptr<acc_t>();
-    acc_t* occupancy_data = occupancies.data_ptr<acc_t>();
-
     AT_DISPATCH_INDEX_TYPES(problem.targets.scalar_type(), "ctc_loss_backward_cpu", [&] {
-      const index_t* labels = problem.targets.const_data_ptr<index_t>();
-      // By sample: the whole backward of each sample.  By frame: its beta sweep only, storing
-      // the occupancies for the gradient rows below.
-      at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-        SampleWorkspace<acc_t> ws;
-        for (int64_t n = begin; n < end; ++n) {
-          const int64_t T_n = input_length[n];
-          const SampleGradient kind = sample_gradient(T_n, target_length[n], nll_data[n], zero_infinity);
-          if (kind != SampleGradient::kFinite || T_n == 0) {
-            if (by_frame) continue;
-            for (int64_t t = 0; t < T_n; ++t) {
-              fill_frame(grad_data + n * grad_stride_n + t * grad_stride_t, C,
-                         kind == SampleGradient::kNaN ? std::numeric_limits<scalar_t>::quiet_NaN() : scalar_t(0));
-            }
-          } else {
-            ws.set_target(labels + label_start[n], target_length[n], problem.blank, C);
-            const int64_t W = ws.num_states;
-            const int64_t offset = log_alpha_offset(n, label_start[n], T);
-            const acc_t scale = scale_data[n];
-            scalar_t* sample_grad = grad_data + n * grad_stride_n;
-            beta_sweep<scalar_t, acc_t>(
-                kernels, logits_data + n * stride_n, stride_t, C, T_n, ws, alpha_data + offset, normalizer_data + n * T,
-                nll_data[n],
-                [&](int64_t t, const acc_t* frame, acc_t lse, const acc_t* occupancy, int64_t first, int64_t last) {
-                  if (by_frame) {
-                    std::copy(occupancy + first, occupancy + last + 1, occupancy_data + offset + t * W + first);
-                  } else {
-                    write_gradient_frame<scalar_t, acc_t>(kernels, frame, lse, scale, occupancy, ws.labels.data(),
-                                                          first, last, C, sample_grad + t * grad_stride_t, ws.grad);
-                  }
-                });
-          }
-          if (by_frame) continue;
-          for (int64_t t = T_n; t < T; ++t)
-            fill_frame(grad_data + n * grad_stride_n + t * grad_stride_t, C, scalar_t(0));
-        }
-      });
-      if (!by_frame) return;
-      at::parallel_for(0, N * T, frame_grain(C), [&](int64_t begin, int64_t end) {
-        SampleWorkspace<acc_t> ws;
-        int64_t workspace_sample = -1;
-        for (int64_t frame_index = begin; frame_index < end; ++frame_index) {
-          const int64_t n = frame_index / T, t = frame_index % T;
-          const int64_t T_n = input_length[n];
-          scalar_t* grad_frame = grad_data + n * grad_stride_n + t * grad_stride_t;
-          const SampleGradient kind = sample_gradient(T_n, target_length[n], nll_data[n], zero_infinity);
-          if (t >= T_n || kind == SampleGradient::kZero) {
-            fill_frame(grad_frame, C, scalar_t(0));
-            continue;
-          }
-          if (kind == SampleGradient::kNaN) {
-            fill_frame(grad_frame, C, std::numeric_limits<scalar_t>::quiet_NaN());
-            continue;
-          }
-          if (workspace_sample != n) {
-            ws.set_target(labels + label_start[n], target_length[n], problem.blank, C);
-            workspace_sample = n;
-          }
-          const int64_t W = ws.num_states;
-          const acc_t* frame = frame_as_acc(kernels, logits_data + n * stride_n + t * stride_t, C, ws.frame);
-          const acc_t* occupancy = occupancy_data + log_alpha_offset(n, label_start[n], T) + t * W;
-          write_gradient_frame<scalar_t, acc_t>(kernels, frame, normalizer_data[n * T + t], scale_data[n], occupancy,
-                                                ws.labels.data(), band_first(t, T_n, W), band_last(t, W), C, grad_frame,
-                                                ws.grad);
-        }
-      });
+      const BackwardArguments<scalar_t, acc_t, index_t> arguments{
+          lattice_kernels<acc_t>(),
+          logits.const_data_ptr<scalar_t>(),
+          logits.stride(0),
+          logits.stride(1),
+          grad_out.data_ptr<scalar_t>(),
+          grad_out.stride(0),
+          grad_out.stride(1),
+          problem.targets.const_data_ptr<index_t>(),
+          problem.label_start.const_data_ptr<int64_t>(),
+          problem.input_lengths.const_data_ptr<int64_t>(),
+          target_length,
+          alpha.numel() > 0 ? alpha.const_data_ptr<acc_t>() : nullptr,
+          normalizer.const_data_ptr<acc_t>(),
+          nll.const_data_ptr<acc_t>(),
+          grad_scale.const_data_ptr<acc_t>(),
+          T,
+          N,
+          C,
+          problem.blank,
+          zero_infinity};
+      if (by_frame) {
+        backward_by_frame(arguments, occupancy_start.data(), occupancies.data_ptr<acc_t>());
+      } else {
+        backward_by_sample(arguments);
+      }
     });
   });
   if (!grad_out.is_same(grad)) grad.copy_(grad_out);
@@ -562,11 +697,7 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
 // half-precision conversions half_to_float, bfloat16_to_float (float16 / bfloat16 in, float out),
 // float_to_half, float_to_bfloat16 (float in, float16 / bfloat16 out).
 at::Tensor simd_math_cpu(const at::Tensor& input, c10::string_view function, c10::string_view isa) {
-  const CpuKernelTable* table = isa == "generic"  ? cpu::generic_kernel_table()
-                                : isa == "avx2"   ? cpu::avx2_kernel_table()
-                                : isa == "avx512" ? cpu::avx512_kernel_table()
-                                                  : nullptr;
-  TORCH_CHECK(cpu_supports(table), "isa '", std::string(isa), "' is unknown or not supported by this CPU or build");
+  const CpuKernelTable* table = kernel_table_named(std::string(isa), "isa");
   const at::Tensor in = input.contiguous();
   const auto dtype = in.scalar_type();
   if (function == "half_to_float" || function == "bfloat16_to_float") {
@@ -606,6 +737,10 @@ at::Tensor simd_math_cpu(const at::Tensor& input, c10::string_view function, c10
 // The instruction set the kernels use now (honouring CTC_EXT_CPU_ISA), for the benchmark report.
 std::string cpu_kernel_isa() { return cpu_kernels().isa; }
 
+void set_cpu_kernel_path(c10::string_view isa, c10::string_view schedule) {
+  kernel_path().set(std::string(isa), std::string(schedule), "isa", "schedule");
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ctc_ext, CPU, m) {
@@ -614,7 +749,10 @@ TORCH_LIBRARY_IMPL(ctc_ext, CPU, m) {
   m.impl("_simd_math", &simd_math_cpu);
 }
 
-// _cpu_kernel_isa takes no tensor, so it has no dispatch key: a catch-all kernel.
-TORCH_LIBRARY_IMPL(ctc_ext, CompositeExplicitAutograd, m) { m.impl("_cpu_kernel_isa", &cpu_kernel_isa); }
+// These take no tensor, so they have no dispatch key: catch-all kernels.
+TORCH_LIBRARY_IMPL(ctc_ext, CompositeExplicitAutograd, m) {
+  m.impl("_cpu_kernel_isa", &cpu_kernel_isa);
+  m.impl("_set_cpu_kernel_path", &set_cpu_kernel_path);
+}
 
 }  // namespace ctc_ext

@@ -26,9 +26,12 @@ struct LatticeKernels {
   //   current[s] = emission[s] + logsumexp(next[s], next[s+1], next[s+2] + skip_penalty[s+2])
   void (*beta_step)(const acc_t* next, const acc_t* emission, const acc_t* skip_penalty, acc_t* current, int64_t begin,
                     int64_t end);
-  // occupancy[s] = exp(log_alpha[s] + log_beta[s] - emission[s] + neg_log_likelihood), s in [begin, end).
-  void (*occupancy)(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emission, acc_t neg_log_likelihood,
-                    acc_t* occupancy, int64_t begin, int64_t end);
+  // occupancy[s] = exp(log_alpha[s] + log_beta[s] - emission[s] - m), s in [begin, end), where m is
+  // the largest of those exponents: the occupancies relative to the frame's likeliest state (which
+  // gets 1), for the caller to normalise by their sum.  Not relative to the loss: with logits near
+  // 1e10 (float) the rounding of alpha + beta + loss alone exceeds exp's range.
+  void (*occupancy)(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emission, acc_t* occupancy,
+                    int64_t begin, int64_t end);
   // emission[s] = frame[state_labels[s]] - log_normalizer, s in [begin, end) (a gather the
   // compiler vectorises for the target).
   void (*gather_emissions)(const acc_t* frame, const int64_t* state_labels, acc_t log_normalizer, acc_t* emission,

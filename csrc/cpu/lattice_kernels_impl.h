@@ -141,14 +141,24 @@ void beta_step(const acc_t* next, const acc_t* emission, const acc_t* skip_penal
 }
 
 template <typename acc_t>
-void occupancy(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emission, acc_t neg_log_likelihood,
-               acc_t* out, int64_t begin, int64_t end) {
+void occupancy(const acc_t* log_alpha, const acc_t* log_beta, const acc_t* emission, acc_t* out, int64_t begin,
+               int64_t end) {
+  using vec = typename Simd<acc_t>::vec;
+  constexpr acc_t minus_inf = -__builtin_huge_val();
+  auto log_occupancy = [&](int64_t s, int valid) {
+    return load_partial(log_alpha + s, valid, minus_inf) + load_partial(log_beta + s, valid, minus_inf) -
+           load_partial(emission + s, valid, acc_t(0));
+  };
+  // The max is idempotent, so the overlapping last vector of for_each_vector is fine; the exp
+  // pass recomputes its argument from the inputs for the same reason (out is not re-read).
+  vec max_lanes = splat<acc_t>(minus_inf);
+  for_each_vector<acc_t>(begin, end,
+                         [&](int64_t s, int valid) { max_lanes = vmax(max_lanes, log_occupancy(s, valid)); });
+  acc_t reference = reduce_max<acc_t>(max_lanes);
+  if (reference == minus_inf) reference = 0;  // no reachable state: zeros, not (-inf) - (-inf)
+  const vec reference_splat = splat<acc_t>(reference);
   for_each_vector<acc_t>(begin, end, [&](int64_t s, int valid) {
-    constexpr acc_t minus_inf = -__builtin_huge_val();
-    const auto log_occupancy = load_partial(log_alpha + s, valid, minus_inf) +
-                               load_partial(log_beta + s, valid, minus_inf) -
-                               load_partial(emission + s, valid, acc_t(0)) + neg_log_likelihood;
-    store_partial(out + s, vexp(log_occupancy), valid);
+    store_partial(out + s, vexp(log_occupancy(s, valid) - reference_splat), valid);
   });
 }
 

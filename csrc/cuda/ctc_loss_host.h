@@ -86,7 +86,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_device(
   return {neg_log_likelihood, log_alpha, log_normalizer};
 }
 
-// Same semantics as ctc_loss_backward_cpu: the (T, N, C) gradient, empty_like(logits).
+// Same semantics as ctc_loss_backward_cpu: the (T, N, C) gradient, empty_like(logits).  An empty
+// log_alpha (keep_log_alpha=False) is recomputed by the forward kernels.
 inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at::Tensor& logits_in,
                                            const at::Tensor& targets, const at::Tensor& input_lengths,
                                            const at::Tensor& target_lengths, const at::Tensor& neg_log_likelihood,
@@ -105,11 +106,14 @@ inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at:
   if (grad.numel() == 0) return grad;
   const at::Tensor labels = problem.targets.to(at::kLong);
   const at::Tensor grad_scale = grad_nll.to(acc_type).contiguous();
-  const at::Tensor alpha = log_alpha.contiguous();
+  const at::Tensor alpha = log_alpha.numel() > 0
+                               ? log_alpha.contiguous()
+                               : std::get<1>(ctc_loss_forward_device(logits_in, targets, input_lengths, target_lengths,
+                                                                     blank, true, multiprocessor_count, stream));
   const at::Tensor normalizer = log_normalizer.contiguous();
   const at::Tensor nll = neg_log_likelihood.contiguous();
   const auto acc_options = logits.options().dtype(acc_type);
-  at::Tensor log_beta = at::empty({log_alpha.numel()}, acc_options);
+  at::Tensor log_beta = at::empty({alpha.numel()}, acc_options);
   at::Tensor same_label_links = at::empty({2 * problem.num_target_slots}, logits.options().dtype(at::kLong));
   at::Tensor sample_state = at::empty({N}, logits.options().dtype(at::kInt));
 

@@ -112,6 +112,20 @@ __device__ bool block_sample_is_valid(const CtcProblemView<scalar_t, index_t>& p
   return __syncthreads_or(bad) == 0;
 }
 
+// The sum (or with take_max the max) over the block of one value per thread, in thread order, so
+// every thread gets the same bits.  Block-wide (contains barriers).  partials: blockDim.x acc_t.
+template <typename acc_t>
+__device__ acc_t block_reduce(acc_t* partials, acc_t value, bool take_max) {
+  partials[threadIdx.x] = value;
+  __syncthreads();
+  acc_t result = take_max ? neg_inf<acc_t>() : acc_t(0);
+  for (unsigned int i = 0; i < blockDim.x; ++i) {
+    result = take_max ? (result < partials[i] ? partials[i] : result) : result + partials[i];
+  }
+  __syncthreads();
+  return result;
+}
+
 // log_alpha / log_beta entry s of a row, -inf outside the row's band [first, last].
 template <typename acc_t>
 __device__ __forceinline__ acc_t band_entry(const acc_t* row, int64_t s, int64_t first, int64_t last) {
@@ -191,6 +205,11 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
   acc_t* alpha_block = log_alpha + log_alpha_offset(n, p.label_start[n], keep_log_alpha ? T : 2);
   const scalar_t* sample_logits = p.logits + n * p.logits_stride_n;
   const acc_t* normalizer = log_normalizer + n * T;
+  // A frame with a NaN or +inf logit (or only -inf ones) has no softmax: the loss is NaN, as the
+  // built-in's, whatever the lattice below makes of it (as in the CPU kernel).
+  int non_finite_input = 0;
+  for (int64_t t = threadIdx.x; t < input_length; t += blockDim.x) non_finite_input |= !std::isfinite(normalizer[t]);
+  const bool finite_input = __syncthreads_or(non_finite_input) == 0;
 
   // Entries that hold no lattice work are -inf: rows t >= T_n (all rows when there is no path)
   // and the rest of the sample's block, [offset(n) + T W, offset(n + 1)), when L_n < S.
@@ -209,7 +228,9 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
   }
   if (no_lattice) {
     if (threadIdx.x == 0) {
-      neg_log_likelihood[n] = target_length > input_length ? std::numeric_limits<acc_t>::infinity() : acc_t(0);
+      neg_log_likelihood[n] = !finite_input                  ? std::numeric_limits<acc_t>::quiet_NaN()
+                              : target_length > input_length ? std::numeric_limits<acc_t>::infinity()
+                                                             : acc_t(0);
     }
     return;
   }
@@ -248,7 +269,7 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
     const acc_t* last_row = alpha_row(input_length - 1);
     const acc_t log_likelihood =
         num_states >= 2 ? log_add(last_row[num_states - 1], last_row[num_states - 2]) : last_row[num_states - 1];
-    neg_log_likelihood[n] = -log_likelihood;
+    neg_log_likelihood[n] = finite_input ? -log_likelihood : std::numeric_limits<acc_t>::quiet_NaN();
   }
 }
 
@@ -269,8 +290,13 @@ __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, boo
     if (threadIdx.x == 0) sample_state[n] = kSampleInvalid;
     return;
   }
-  // The lengths decide before the loss, an argument of the public backward op (see the CPU kernel).
+  // A NaN loss (non-finite input) gives a NaN gradient whatever zero_infinity says.  Then the
+  // lengths decide before the loss, an argument of the public backward op (see the CPU kernel).
   const acc_t nll = neg_log_likelihood[n];
+  if (nll != nll) {
+    if (threadIdx.x == 0) sample_state[n] = kSampleNaN;
+    return;
+  }
   if (nll == -neg_inf<acc_t>() || p.target_lengths[n] > p.input_lengths[n]) {
     if (threadIdx.x == 0) sample_state[n] = zero_infinity ? kSampleZero : kSampleNaN;
     return;
@@ -332,18 +358,20 @@ __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, boo
 }
 
 // grad[t][n][k] = grad_nll[n] * (softmax(x[t][n])[k] - sum_{s in band, l'_s = k} occupancy[t][s]),
-// occupancy = exp(log_alpha + log_beta - emission + nll).  Rows (t, n) in grid-stride order, one
-// block per row at a time: pass 1 writes every class (the blank's occupancy already subtracted),
-// pass 2 rewrites the classes of the target's labels.  A label class is owned by its first
-// position inside the band, which sums the chain of equal labels in order.
-// Shared: blockDim.x acc_t partial sums of the blank occupancy.
+// occupancy = exp(log_alpha + log_beta - emission - m) / Z with m the largest exponent of the
+// frame's band and Z the sum (as on the CPU: exp(... + nll) overflows or vanishes once the
+// rounding of alpha + beta + nll exceeds exp's range, logits near 1e10 in float).  Rows (t, n) in
+// grid-stride order, one block per row at a time: pass 1 writes every class (the blank's
+// occupancy already subtracted), pass 2 rewrites the classes of the target's labels.  A label
+// class is owned by its first position inside the band, which sums the chain of equal labels in
+// order.  Shared: blockDim.x acc_t partials.
 //   grad: (T, N, C) with unit class stride, strides grad_stride_t / grad_stride_n
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void gradient_kernel(CtcProblemView<scalar_t, index_t> p, const acc_t* grad_nll /* (N,) */,
-                                const acc_t* neg_log_likelihood, const acc_t* log_alpha, const acc_t* log_beta,
-                                const acc_t* log_normalizer, const int64_t* previous_same_label,
-                                const int64_t* next_same_label, const int32_t* sample_state, scalar_t* grad,
-                                int64_t grad_stride_t, int64_t grad_stride_n) {
+                                const acc_t* log_alpha, const acc_t* log_beta, const acc_t* log_normalizer,
+                                const int64_t* previous_same_label, const int64_t* next_same_label,
+                                const int32_t* sample_state, scalar_t* grad, int64_t grad_stride_t,
+                                int64_t grad_stride_n) {
   acc_t* partials = reinterpret_cast<acc_t*>(dynamic_shared_memory());
   const int64_t T = p.max_input_length, N = p.batch_size, C = p.num_classes;
   for (int64_t row = blockIdx.x; row < T * N; row += gridDim.x) {
@@ -370,21 +398,30 @@ __global__ void gradient_kernel(CtcProblemView<scalar_t, index_t> p, const acc_t
     const acc_t* beta = log_beta + row_offset;
     const scalar_t* frame = p.logits + t * p.logits_stride_t + n * p.logits_stride_n;
     const acc_t frame_normalizer = log_normalizer[n * T + t];
-    const acc_t nll = neg_log_likelihood[n];
     const acc_t scale = grad_nll[n];
     const int64_t first = band_first(t, input_length, num_states);
     const int64_t last = band_last(t, num_states);
+    auto log_occupancy = [&](int64_t s) {
+      const acc_t emission = static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
+      return alpha[s] + beta[s] - emission;
+    };
 
-    // blank occupancy: per-thread partial sums, then every thread adds the partials in order
-    const acc_t blank_emission = static_cast<acc_t>(frame[p.blank]) - frame_normalizer;
-    acc_t partial = 0;
-    for (int64_t s = first + (first & 1) + 2 * threadIdx.x; s <= last; s += 2 * blockDim.x) {
-      partial += std::exp(alpha[s] + beta[s] - blank_emission + nll);
+    // the largest exponent, then the sums of the blank's and of all occupancies relative to it
+    acc_t partial_max = neg_inf<acc_t>();
+    for (int64_t s = first + threadIdx.x; s <= last; s += blockDim.x) {
+      const acc_t value = log_occupancy(s);
+      partial_max = partial_max < value ? value : partial_max;
     }
-    partials[threadIdx.x] = partial;
-    __syncthreads();
-    acc_t blank_occupancy = 0;
-    for (unsigned int i = 0; i < blockDim.x; ++i) blank_occupancy += partials[i];
+    acc_t reference = block_reduce(partials, partial_max, true);
+    if (reference == neg_inf<acc_t>()) reference = 0;  // no reachable state: zeros, not (-inf) - (-inf)
+    acc_t partial_blank = 0, partial_total = 0;
+    for (int64_t s = first + threadIdx.x; s <= last; s += blockDim.x) {
+      const acc_t occupancy = std::exp(log_occupancy(s) - reference);
+      partial_total += occupancy;
+      if (!(s & 1)) partial_blank += occupancy;
+    }
+    const acc_t total_occupancy = block_reduce(partials, partial_total, false);
+    const acc_t blank_occupancy = block_reduce(partials, partial_blank, false) / total_occupancy;
 
     for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
       const acc_t probability = std::exp(static_cast<acc_t>(frame[k]) - frame_normalizer);
@@ -402,10 +439,9 @@ __global__ void gradient_kernel(CtcProblemView<scalar_t, index_t> p, const acc_t
       const acc_t emission = static_cast<acc_t>(frame[label]) - frame_normalizer;
       acc_t occupancy = 0;
       for (int64_t j = i; j >= 0 && j <= last_label; j = next_same_label[start + j]) {
-        const int64_t s = 2 * j + 1;
-        occupancy += std::exp(alpha[s] + beta[s] - emission + nll);
+        occupancy += std::exp(log_occupancy(2 * j + 1) - reference);
       }
-      grad_row[label] = static_cast<scalar_t>(scale * (std::exp(emission) - occupancy));
+      grad_row[label] = static_cast<scalar_t>(scale * (std::exp(emission) - occupancy / total_occupancy));
     }
   }
 }
@@ -494,7 +530,7 @@ void launch_ctc_backward(const CtcProblemView<scalar_t, index_t>& p, bool zero_i
   const LaunchShape rows = gradient_launch_shape(p.max_input_length, p.batch_size, p.num_classes, p.num_target_slots,
                                                  p.padded_width, sizeof(acc_t), multiprocessor_count);
   launch_kernel(gradient_kernel<scalar_t, acc_t, index_t>, rows.grid, rows.block, rows.shared_bytes, stream, p,
-                grad_nll, neg_log_likelihood, log_alpha, static_cast<const acc_t*>(log_beta), log_normalizer,
+                grad_nll, log_alpha, static_cast<const acc_t*>(log_beta), log_normalizer,
                 static_cast<const int64_t*>(previous_same_label), static_cast<const int64_t*>(next_same_label),
                 static_cast<const int32_t*>(sample_state), grad, grad_stride_t, grad_stride_n);
 }

@@ -330,3 +330,58 @@ def test_launch_configuration_fills_a_gpu_for_small_batches(emulated):
     big = emulated.launch_shapes(1000, 64, 30000, 64 * 3000, 3000, 8, 132)
     assert big[0] == 32 * 132 and big[6] == 16 * 132  # grid-stride beyond this many blocks
     assert max(big[2], big[5], big[8]) <= 48 * 1024
+
+
+# Issue 12, items 4, 6 and 12 on the CUDA kernels: the checks of tests/test_numerics.py and
+# tests/test_memory_layout.py, against the CPU op and the built-in.
+
+
+@pytest.mark.parametrize("kind", ["+inf", "nan", "+inf and nan", "all -inf"])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_non_finite_logits_give_nan_loss_and_gradient(emulated, kind, zero_infinity, dtype):
+    logits, targets, input_lengths, target_lengths = make_problem(9, 3, 6, [9, 7, 9], [3, 2, 3], seed=21)
+    poisoned = logits.clone()
+    if kind in ("+inf", "+inf and nan"):
+        poisoned[2, 0, 3] = float("inf")
+    if kind in ("nan", "+inf and nan"):
+        poisoned[2, 0, 1] = float("nan")
+    if kind == "all -inf":
+        poisoned[2, 0, :] = -float("inf")
+    poisoned[8, 1, 2] = float("nan")  # beyond sample 1's input length: ignored
+    poisoned = poisoned.to(dtype)
+    emulated_result, cpu_result = run_both(
+        emulated, poisoned, targets, input_lengths, target_lengths, zero_infinity=zero_infinity
+    )
+    nll, grad = emulated_result[0], emulated_result[3]
+    assert nll[0].isnan() and grad[:, 0].isnan().all()
+    assert nll[1:].isfinite().all() and grad[:, 1:].isfinite().all() and grad[7:, 1].eq(0).all()
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    for index in (0, 3):
+        torch.testing.assert_close(emulated_result[index], cpu_result[index], rtol=tol, atol=tol, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e10), (torch.float32, 1e30), (torch.float64, 1e19)])
+def test_huge_finite_logits_give_the_saturated_gradient(emulated, dtype, scale):
+    logits, targets, input_lengths, target_lengths = make_problem(30, 3, 9, [30, 25, 30], [5, 3, 7], seed=22)
+    huge = (logits * scale).to(dtype)
+    emulated_result, cpu_result = run_both(emulated, huge, targets, input_lengths, target_lengths)
+    grad = emulated_result[3]
+    assert grad.isfinite().all()
+    torch.testing.assert_close(grad, cpu_result[3], rtol=0, atol=1e-6)
+    # The saturated reference (tests/test_numerics.py): the built-in in float64 at scale 1e6.
+    grad_nll = torch.linspace(0.5, 1.5, 3, dtype=torch.float64)
+    _, reference = builtin_loss_and_grad(
+        huge.double() / scale * 1e6, targets, input_lengths, target_lengths, 0, False, grad_nll
+    )
+    torch.testing.assert_close(grad.double(), reference, rtol=0, atol=1e-6)
+
+
+def test_backward_recomputes_an_empty_log_alpha(emulated):
+    logits, targets, input_lengths, target_lengths = make_problem(20, 3, 7, [20, 17, 2], [4, 0, 3], seed=23)
+    nll, log_alpha, log_normalizer = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True, 2)
+    scale = torch.linspace(0.5, 1.5, 3, dtype=torch.float64)
+    args = (scale, logits, targets, input_lengths, target_lengths, nll)
+    kept = emulated.backward(*args, log_alpha, log_normalizer, 0, True, SMALL_GPU)
+    recomputed = emulated.backward(*args, log_alpha[:0], log_normalizer, 0, True, SMALL_GPU)
+    assert torch.equal(kept, recomputed)

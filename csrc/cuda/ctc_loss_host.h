@@ -110,8 +110,7 @@ inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at:
   const at::Tensor nll = neg_log_likelihood.contiguous();
   const auto acc_options = logits.options().dtype(acc_type);
   // Scratch: rolling log_beta and occupancy rows (4 W_n per sample, not T W_n), label links.
-  at::Tensor lattice_scratch =
-      at::empty({backward_lattice_scratch_numel(N, problem.num_target_slots)}, acc_options);
+  at::Tensor lattice_scratch = at::empty({backward_lattice_scratch_numel(N, problem.num_target_slots)}, acc_options);
   at::Tensor label_links = at::empty({3 * problem.num_target_slots}, logits.options().dtype(at::kLong));
   at::Tensor sample_state = at::empty({N}, logits.options().dtype(at::kInt));
 

@@ -60,7 +60,10 @@ __device__ __forceinline__ unsigned char* dynamic_shared_memory() {
 template <typename... KernelArgs, typename... Args>
 void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                    Args... args) {
-  kernel<<<grid, block, shared_bytes, stream> > >(args...);
+  // clang-format would split the triple chevrons, which nvcc rejects.
+  // clang-format off
+  kernel<<<grid, block, shared_bytes, stream>>>(args...);
+  // clang-format on
   CTC_CHECK_LAUNCH();
 }
 #endif
@@ -212,7 +215,8 @@ __global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p, acc_t
     const scalar_t* frame = p.logits + (active ? t * p.logits_stride_t + n * p.logits_stride_n : 0);
     acc_t max_value = neg_inf<acc_t>();
     if (active) {
-      for (int64_t k = threadIdx.x; k < C; k += blockDim.x) max_value = MaxOp()(max_value, static_cast<acc_t>(frame[k]));
+      for (int64_t k = threadIdx.x; k < C; k += blockDim.x)
+        max_value = MaxOp()(max_value, static_cast<acc_t>(frame[k]));
     }
     max_value = group_all_reduce(max_value, MaxOp(), neg_inf<acc_t>(), scratch);
     const bool finite_max = max_value != neg_inf<acc_t>() && max_value != -neg_inf<acc_t>();
@@ -572,8 +576,8 @@ void launch_ctc_backward(const CtcProblemView<scalar_t, index_t>& p, bool zero_i
   int64_t* previous_same_label = label_links + p.num_target_slots;
   int64_t* next_same_label = label_links + 2 * p.num_target_slots;
   const LaunchShape lattice = lattice_launch_shape(p.batch_size, p.num_target_slots, p.padded_width);
-  launch_kernel(backward_prepare_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block, lattice.shared_bytes, stream, p,
-                zero_infinity, neg_log_likelihood, sorted_positions, previous_same_label, next_same_label,
+  launch_kernel(backward_prepare_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block, lattice.shared_bytes,
+                stream, p, zero_infinity, neg_log_likelihood, sorted_positions, previous_same_label, next_same_label,
                 sample_state);
   const LaunchShape rows =
       gradient_rows_launch_shape(p.max_input_length, p.batch_size, p.num_classes, multiprocessor_count);
@@ -581,9 +585,10 @@ void launch_ctc_backward(const CtcProblemView<scalar_t, index_t>& p, bool zero_i
                 grad_nll, log_normalizer, static_cast<const int32_t*>(sample_state), grad, grad_stride_t,
                 grad_stride_n);
   launch_kernel(backward_lattice_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block,
-                group_reduce_shared_bytes(1, sizeof(acc_t)), stream, p, grad_nll, neg_log_likelihood, log_alpha, log_normalizer, lattice_scratch,
-                static_cast<const int64_t*>(previous_same_label), static_cast<const int64_t*>(next_same_label),
-                static_cast<const int32_t*>(sample_state), grad, grad_stride_t, grad_stride_n);
+                group_reduce_shared_bytes(1, sizeof(acc_t)), stream, p, grad_nll, neg_log_likelihood, log_alpha,
+                log_normalizer, lattice_scratch, static_cast<const int64_t*>(previous_same_label),
+                static_cast<const int64_t*>(next_same_label), static_cast<const int32_t*>(sample_state), grad,
+                grad_stride_t, grad_stride_n);
 }
 
 }  // namespace cuda

@@ -70,14 +70,30 @@ __global__ void warp_collective_kernel(const int64_t* values, int64_t* out, int 
   const int64_t value = values[threadIdx.x];
   int64_t result = 0;
   switch (op) {
-    case 0: result = __shfl_sync(mask, value, arg, width); break;
-    case 1: result = __shfl_up_sync(mask, value, arg, width); break;
-    case 2: result = __shfl_down_sync(mask, value, arg, width); break;
-    case 3: result = __shfl_xor_sync(mask, value, arg, width); break;
-    case 4: result = __ballot_sync(mask, value & 1); break;
-    case 5: result = __any_sync(mask, value & 1); break;
-    case 6: result = __all_sync(mask, value & 1); break;
-    case 7: result = static_cast<int64_t>(__shfl_xor_sync(mask, static_cast<double>(value) + 0.5, arg, width)); break;
+    case 0:
+      result = __shfl_sync(mask, value, arg, width);
+      break;
+    case 1:
+      result = __shfl_up_sync(mask, value, arg, width);
+      break;
+    case 2:
+      result = __shfl_down_sync(mask, value, arg, width);
+      break;
+    case 3:
+      result = __shfl_xor_sync(mask, value, arg, width);
+      break;
+    case 4:
+      result = __ballot_sync(mask, value & 1);
+      break;
+    case 5:
+      result = __any_sync(mask, value & 1);
+      break;
+    case 6:
+      result = __all_sync(mask, value & 1);
+      break;
+    case 7:
+      result = static_cast<int64_t>(__shfl_xor_sync(mask, static_cast<double>(value) + 0.5, arg, width));
+      break;
   }
   out[threadIdx.x] = result;
 }
@@ -96,10 +112,9 @@ at::Tensor warp_collective(const at::Tensor& values, int64_t op, int64_t arg, in
 std::vector<int64_t> launch_shapes(int64_t T, int64_t N, int64_t C, int64_t num_target_slots, int64_t padded_width,
                                    int64_t acc_size, int64_t multiprocessor_count) {
   using namespace ctc_ext::cuda;
-  const LaunchShape shapes[] = {
-      log_normalizer_launch_shape(T, N, C, acc_size, multiprocessor_count),
-      lattice_launch_shape(N, num_target_slots, padded_width),
-      gradient_rows_launch_shape(T, N, C, multiprocessor_count)};
+  const LaunchShape shapes[] = {log_normalizer_launch_shape(T, N, C, acc_size, multiprocessor_count),
+                                lattice_launch_shape(N, num_target_slots, padded_width),
+                                gradient_rows_launch_shape(T, N, C, multiprocessor_count)};
   std::vector<int64_t> out;
   for (const auto& shape : shapes) {
     out.insert(out.end(),

@@ -368,9 +368,7 @@ def test_negative_concatenated_length_fills_the_rest_of_log_alpha_with_nan(emula
     log_alpha = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True, SMALL_GPU)[1]
     begin_of_sample_1 = T * (2 * 2 + 1)
     assert log_alpha[begin_of_sample_1:].isnan().all()
-    valid = emulated.forward(
-        logits[:, :1], targets[:2], input_lengths[:1], target_lengths[:1], 0, True, SMALL_GPU
-    )[1]
+    valid = emulated.forward(logits[:, :1], targets[:2], input_lengths[:1], target_lengths[:1], 0, True, SMALL_GPU)[1]
     assert torch.equal(log_alpha[: valid.numel()], valid)  # sample 0 is left intact
 
 

@@ -95,7 +95,7 @@ inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at:
   check_values_on_host_if_there(logits_in, targets, input_lengths, target_lengths, blank);
   const CtcProblem problem = prepare_ctc_problem(logits_in, targets, input_lengths, target_lengths, blank);
   const at::Tensor logits = with_contiguous_classes(logits_in);
-  const int64_t T = problem.max_input_length, N = problem.batch_size;
+  const int64_t N = problem.batch_size;
   const auto acc_type = at::toOpMathType(logits.scalar_type());
   check_ctc_backward_state(problem, logits, grad_nll, neg_log_likelihood, log_alpha, log_normalizer);
 

@@ -15,6 +15,13 @@
 // take part in it (a lane that has exited, or has run a different number of collectives, is a
 // launch error), and a shuffle that reads a lane outside the mask is an error too.
 //
+// An emulated collective also orders the memory accesses of the warp's lanes (its barrier is a
+// mutex), which on a GPU only __syncwarp / __syncthreads do: ThreadSanitizer cannot report a
+// missing barrier between threads of one warp that exchange data through memory around a
+// shuffle (checked: deleting the barrier after the beta rows of backward_lattice_kernel is
+// reported neither for a one-warp block, ordered by the shuffles, nor for larger ones, ordered by
+// group_all_reduce's barriers).
+//
 // What it cannot show: timing, warp scheduling (threads of a warp interleave as the OS schedules
 // them between collectives; blocks run one after another), and the GPU memory model (a CPU is
 // more strongly ordered; __syncthreads here is a full fence).  Kernels must therefore not use

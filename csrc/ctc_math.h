@@ -62,6 +62,43 @@ CTC_HOST_DEVICE inline bool can_skip_from(const index_t* labels, int64_t label_s
   return labels[label_index * label_stride] != labels[(label_index - 1) * label_stride];
 }
 
+// Whether state s may reach s + 2 (backward): the mirror of can_skip_from, false past the end.
+template <typename index_t>
+CTC_HOST_DEVICE inline bool can_skip_to(const index_t* labels, int64_t label_stride, int64_t num_states, int64_t s) {
+  return s + 2 < num_states && can_skip_from(labels, label_stride, s + 2);
+}
+
+// One row of log_alpha or log_beta whose entries are meaningful on its band [first, last] only:
+// reads outside it (a neighbour past the band, s - 1 = -1, s + 1 = W) are -inf, so the entries
+// there may be stale scratch and no caller needs its own boundary test.
+template <typename acc_t>
+struct LatticeRow {
+  const acc_t* values;
+  int64_t first;
+  int64_t last;
+
+  CTC_HOST_DEVICE acc_t at(int64_t s) const { return (s >= first && s <= last) ? values[s] : neg_inf<acc_t>(); }
+};
+
+// The recurrence of one extended state, the scalar form every backend uses (the CPU vector
+// primitives of cpu/lattice_kernels_impl.h are its lane-wise copy):
+//   alpha_t(s) = y_t(l'_s) * (alpha_{t-1}(s) + alpha_{t-1}(s - 1) + [skip] alpha_{t-1}(s - 2))
+//   beta_t(s)  = y_t(l'_s) * (beta_{t+1}(s) + beta_{t+1}(s + 1) + [skip] beta_{t+1}(s + 2))
+// in log space; `emission` is log y_t(l'_s), `skip_allowed` is can_skip_from(labels, 1, s) for
+// alpha and can_skip_to(labels, 1, W, s) for beta.
+template <typename acc_t>
+CTC_HOST_DEVICE inline acc_t alpha_state(const LatticeRow<acc_t>& previous, int64_t s, bool skip_allowed,
+                                         acc_t emission) {
+  const acc_t skip = skip_allowed ? previous.at(s - 2) : neg_inf<acc_t>();
+  return emission + log_add3(previous.at(s), previous.at(s - 1), skip);
+}
+
+template <typename acc_t>
+CTC_HOST_DEVICE inline acc_t beta_state(const LatticeRow<acc_t>& next, int64_t s, bool skip_allowed, acc_t emission) {
+  const acc_t skip = skip_allowed ? next.at(s + 2) : neg_inf<acc_t>();
+  return emission + log_add3(next.at(s), next.at(s + 1), skip);
+}
+
 // The Viterbi form of the alpha step: the best predecessor of state s in the previous row
 // (stay, advance from s - 1, or skip from s - 2 where allowed).  Returns its score and stores in
 // *step how many states back it is (0, 1 or 2).  Ties keep the nearer state, so every backend

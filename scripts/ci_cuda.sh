@@ -61,8 +61,12 @@ step "the spec suite's CUDA cases (skip without a GPU)"
 (cd "$LIB" && "${PYTEST[@]}" --rootdir "$ROOT" -m cuda "$ROOT/tests" --ignore="$ROOT/tests/cuda_emulation" | tail -n 3)
 
 step "emulated CUDA kernels under AddressSanitizer"
+# libstdc++ preloaded with the sanitizer: python does not link it, and the sanitizer's
+# __cxa_throw interceptor needs it at start-up, or the first C++ exception (an emulated launch
+# error) aborts the interpreter.
+LIBSTDCXX="$(g++ -print-file-name=libstdc++.so)"
 LIBASAN="$(g++ -print-file-name=libasan.so)"
-(cd "$LIB" && CTC_EXT_EMULATION_ASAN=1 LD_PRELOAD="$LIBASAN" ASAN_OPTIONS=detect_leaks=0 \
+(cd "$LIB" && CTC_EXT_EMULATION_ASAN=1 LD_PRELOAD="$LIBASAN $LIBSTDCXX" ASAN_OPTIONS=detect_leaks=0 \
   "${PYTEST[@]}" --rootdir "$ROOT" -m cuda_emulation "$ROOT/tests/cuda_emulation")
 
 # ThreadSanitizer over the same tests finds races between the threads of a block (a missing
@@ -76,7 +80,7 @@ try:
     conftest._build()
 except (ImportError, OSError):
     pass  # libtsan must be preloaded to import it; the build is what we wanted here")
-  (cd "$LIB" && CTC_EXT_EMULATION_TSAN=1 LD_PRELOAD="$(g++ -print-file-name=libtsan.so)" \
+  (cd "$LIB" && CTC_EXT_EMULATION_TSAN=1 LD_PRELOAD="$(g++ -print-file-name=libtsan.so) $LIBSTDCXX" \
     TSAN_OPTIONS="halt_on_error=1" "${PYTEST[@]}" --rootdir "$ROOT" -m cuda_emulation "$ROOT/tests/cuda_emulation")
 fi
 step "CUDA CI done"

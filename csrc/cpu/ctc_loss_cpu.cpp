@@ -312,7 +312,7 @@ acc_t forward_one_sample(const LatticeKernels<acc_t>& kernels, const scalar_t* s
     // Outside the band every entry of the previous row is -inf, so the reads need no band test.
     const acc_t* previous = alpha_row(t - 1);
     for (int64_t s = first; s <= std::min<int64_t>(last, 1); ++s) {  // states without an s - 2
-      current[s] = emission[s] + (s == 0 ? previous[0] : log_add(previous[1], previous[0]));
+      current[s] = alpha_state(LatticeRow<acc_t>{previous, 0, W - 1}, s, false, emission[s]);
     }
     const int64_t vector_first = std::max<int64_t>(first, 2);
     if (vector_first <= last) {
@@ -418,7 +418,7 @@ void beta_sweep(const LatticeKernels<acc_t>& kernels, const scalar_t* sample_log
         kernels.beta_step(next, emission, ws.skip_penalty.data(), current, first, vector_last + 1);
       }
       for (int64_t s = std::max<int64_t>(first, W - 2); s <= last; ++s) {  // states without an s + 2
-        current[s] = emission[s] + (s == W - 1 ? next[s] : log_add(next[s], next[s + 1]));
+        current[s] = beta_state(LatticeRow<acc_t>{next, 0, W - 1}, s, false, emission[s]);
       }
     }
     kernels.occupancy(log_alpha_block + t * W, current, emission, ws.occupancy.data(), first, last + 1);

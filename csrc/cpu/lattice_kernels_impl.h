@@ -112,6 +112,9 @@ acc_t row_logsumexp(const acc_t* row, int64_t num_classes, const acc_t* prefetch
   return max_value + vlog(splat<acc_t>(reduce_add<acc_t>(sum_even + sum_odd)))[0];
 }
 
+// alpha_step / beta_step: ctc_math.h's alpha_state / beta_state over [begin, end), lane-wise.
+// The rows are whole (-inf off the band), so plain loads replace LatticeRow's band test, and the
+// skip link is an additive penalty (0 or -inf) instead of a branch.
 template <typename acc_t>
 void alpha_step(const acc_t* previous, const acc_t* emission, const acc_t* skip_penalty, acc_t* current, int64_t begin,
                 int64_t end) {

@@ -86,8 +86,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_loss_forward_device(
   return {neg_log_likelihood, log_alpha, log_normalizer};
 }
 
-// Same semantics as ctc_loss_backward_cpu: the (T, N, C) gradient, empty_like(logits).  An empty
-// log_alpha (keep_log_alpha=False) is recomputed by the forward kernels.
+// Same semantics as ctc_loss_backward_cpu: the (T, N, C) gradient, empty_like(logits).
 inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at::Tensor& logits_in,
                                            const at::Tensor& targets, const at::Tensor& input_lengths,
                                            const at::Tensor& target_lengths, const at::Tensor& neg_log_likelihood,
@@ -96,7 +95,7 @@ inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at:
   check_values_on_host_if_there(logits_in, targets, input_lengths, target_lengths, blank);
   const CtcProblem problem = prepare_ctc_problem(logits_in, targets, input_lengths, target_lengths, blank);
   const at::Tensor logits = with_contiguous_classes(logits_in);
-  const int64_t T = problem.max_input_length, N = problem.batch_size;
+  const int64_t N = problem.batch_size;
   const auto acc_type = at::toOpMathType(logits.scalar_type());
   check_ctc_backward_state(problem, logits, grad_nll, neg_log_likelihood, log_alpha, log_normalizer);
 
@@ -106,6 +105,7 @@ inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at:
   if (grad.numel() == 0) return grad;
   const at::Tensor labels = problem.targets.to(at::kLong);
   const at::Tensor grad_scale = grad_nll.to(acc_type).contiguous();
+  // An empty log_alpha (ctc_loss_forward with keep_log_alpha=False) is recomputed here.
   const at::Tensor alpha = log_alpha.numel() > 0
                                ? log_alpha.contiguous()
                                : std::get<1>(ctc_loss_forward_device(logits_in, targets, input_lengths, target_lengths,
@@ -113,17 +113,17 @@ inline at::Tensor ctc_loss_backward_device(const at::Tensor& grad_nll, const at:
   const at::Tensor normalizer = log_normalizer.contiguous();
   const at::Tensor nll = neg_log_likelihood.contiguous();
   const auto acc_options = logits.options().dtype(acc_type);
-  at::Tensor log_beta = at::empty({alpha.numel()}, acc_options);
-  at::Tensor same_label_links = at::empty({2 * problem.num_target_slots}, logits.options().dtype(at::kLong));
+  // Scratch: rolling log_beta and occupancy rows (4 W_n per sample, not T W_n), label links.
+  at::Tensor lattice_scratch = at::empty({backward_lattice_scratch_numel(N, problem.num_target_slots)}, acc_options);
+  at::Tensor label_links = at::empty({3 * problem.num_target_slots}, logits.options().dtype(at::kLong));
   at::Tensor sample_state = at::empty({N}, logits.options().dtype(at::kInt));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ctc_loss_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    int64_t* links = same_label_links.data_ptr<int64_t>();
     launch_ctc_backward<scalar_t, acc_t, int64_t>(
         problem_view<scalar_t, int64_t>(problem, logits, labels), zero_infinity, grad_scale.const_data_ptr<acc_t>(),
         nll.const_data_ptr<acc_t>(), alpha.const_data_ptr<acc_t>(), normalizer.const_data_ptr<acc_t>(),
-        log_beta.data_ptr<acc_t>(), links, links + problem.num_target_slots, sample_state.data_ptr<int32_t>(),
+        lattice_scratch.data_ptr<acc_t>(), label_links.data_ptr<int64_t>(), sample_state.data_ptr<int32_t>(),
         grad_out.data_ptr<scalar_t>(), grad_out.stride(0), grad_out.stride(1), multiprocessor_count, stream);
   });
   if (!grad_out.is_same(grad)) grad.copy_(grad_out);

@@ -3,17 +3,23 @@
 // tests/cuda_emulation/cuda_emulation.h (include that header first).  The recurrence itself
 // (log-space helpers, extended labels, band, log_alpha layout) comes from ctc_math.h.
 //
-// Schedule (T frames, N samples, C classes, W_n = 2 L_n + 1 extended states of sample n):
-//   forward:  log_normalizer_kernel  rows (t, n) spread over many blocks, a block-reduced
-//                                    max and sum-exp per row -> log_normalizer (N, T)
-//             forward_lattice_kernel one block per sample; threads stride over the states s of
-//                                    the band, one __syncthreads per frame; frames stop at T_n
-//   backward: backward_lattice_kernel one block per sample: validates, classifies the sample,
-//                                    links equal labels, log_beta over the band into scratch
-//             gradient_kernel        rows (t, n) spread over many blocks; each row of the
-//                                    gradient is written by one block, classes in parallel
-// No kernel uses atomics or warp intrinsics; every sum has a fixed order, so results are
-// bitwise reproducible for a given launch configuration.
+// Schedule (T frames, N samples, C classes, W_n = 2 L_n + 1 extended states of sample n; the
+// design and what it leaves open: docs/cuda.md, "Kernel design"):
+//   forward:  log_normalizer_kernel   rows (t, n) spread over many blocks; max and sum-exp of a
+//                                     row by a warp-shuffle tree -> log_normalizer (N, T)
+//             forward_lattice_kernel  one block per sample; threads stride over the states s of
+//                                     the band, one __syncthreads per frame; frames stop at T_n
+//   backward: backward_prepare_kernel one block per sample: validates and classifies it, links
+//                                     equal labels through a block-wide bitonic sort
+//             gradient_rows_kernel    rows (t, n) spread over many blocks: softmax (or NaN / 0)
+//                                     times grad_nll for every class
+//             backward_lattice_kernel one block per sample: log_beta in rolling rows and, per
+//                                     frame, the occupancies of the band, which overwrite the
+//                                     blank's and the labels' classes of the gradient row
+// No atomics; every sum has a fixed order (reductions are fixed trees over warp shuffles whose
+// shape depends on blockDim only), so results are bitwise reproducible run to run.
+//
+// Launch configuration: the *_launch_shape functions at the end of this file.
 //
 // The including file defines CTC_CHECK_LAUNCH(), run after every launch (the CUDA build uses
 // C10_CUDA_KERNEL_LAUNCH_CHECK; the emulation throws from the launch itself).
@@ -54,7 +60,10 @@ __device__ __forceinline__ unsigned char* dynamic_shared_memory() {
 template <typename... KernelArgs, typename... Args>
 void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                    Args... args) {
-  kernel<<<grid, block, shared_bytes, stream> > >(args...);
+  // clang-format would split the triple chevrons, which nvcc rejects.
+  // clang-format off
+  kernel<<<grid, block, shared_bytes, stream>>>(args...);
+  // clang-format on
   CTC_CHECK_LAUNCH();
 }
 #endif
@@ -77,7 +86,7 @@ struct CtcProblemView {
   int64_t padded_width;  // S for (N, S) padded targets, -1 for concatenated ones
 };
 
-// How the backward classifies a sample (written by backward_lattice_kernel, read per row).
+// How the backward classifies a sample (written by backward_prepare_kernel).
 enum SampleState : int32_t {
   kSampleCompute = 0,  // finite loss: the Eq. 16 gradient
   kSampleZero = 1,     // infinite loss with zero_infinity: zero gradient
@@ -87,6 +96,18 @@ enum SampleState : int32_t {
 
 // ---------------------------------------------------------------------------------------------
 // Device helpers
+
+constexpr unsigned int kWarpSize = 32;
+constexpr unsigned int kFullWarp = 0xffffffffu;
+
+// Concatenated targets: whether a target length before sample n is negative, which makes
+// label_start[n] (a running sum) meaningless.  Per thread; OR it over the block.
+template <typename scalar_t, typename index_t>
+__device__ int block_earlier_length_is_negative(const CtcProblemView<scalar_t, index_t>& p, int64_t n) {
+  int negative = 0;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) negative |= p.target_lengths[j] < 0;
+  return negative;
+}
 
 // Whether sample n's lengths and labels are valid.  The device-side counterpart of
 // check_ctc_values_on_cpu: an invalid sample gets a NaN loss and gradient instead of an error,
@@ -106,98 +127,161 @@ __device__ bool block_sample_is_valid(const CtcProblemView<scalar_t, index_t>& p
     }
   }
   // Concatenated targets: a negative length before n shifts label_start[n] (a running sum).
-  if (p.padded_width < 0) {
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) bad |= p.target_lengths[j] < 0;
-  }
+  if (p.padded_width < 0) bad |= block_earlier_length_is_negative(p, n);
   return __syncthreads_or(bad) == 0;
 }
 
-// The sum (or with take_max the max) over the block of one value per thread, in thread order, so
-// every thread gets the same bits.  Block-wide (contains barriers).  partials: blockDim.x acc_t.
-template <typename acc_t>
-__device__ acc_t block_reduce(acc_t* partials, acc_t value, bool take_max) {
-  partials[threadIdx.x] = value;
-  __syncthreads();
-  acc_t result = take_max ? neg_inf<acc_t>() : acc_t(0);
-  for (unsigned int i = 0; i < blockDim.x; ++i) {
-    result = take_max ? (result < partials[i] ? partials[i] : result) : result + partials[i];
-  }
-  __syncthreads();
-  return result;
+// Where sample n's slot of the flat log_alpha buffer begins: log_alpha_offset with the label
+// start clipped to the targets, so that the offset of an invalid sample stays in the buffer.
+template <typename scalar_t, typename index_t>
+__device__ int64_t clipped_log_alpha_offset(const CtcProblemView<scalar_t, index_t>& p, int64_t n) {
+  const int64_t start = p.label_start[n];
+  const int64_t clipped = start < 0 ? 0 : start > p.num_target_slots ? p.num_target_slots : start;
+  return log_alpha_offset(n, clipped, p.max_input_length);
 }
 
-// log_alpha / log_beta entry s of a row, -inf outside the row's band [first, last].
-template <typename acc_t>
-__device__ __forceinline__ acc_t band_entry(const acc_t* row, int64_t s, int64_t first, int64_t last) {
-  return (s >= first && s <= last) ? row[s] : neg_inf<acc_t>();
+// The two combining rules of the reductions.  Every tree below applies them as op(lower-indexed
+// operand, higher-indexed operand), so both lanes of a pair compute bitwise the same value even
+// where an operation is not commutative in its bits (max of -0 and +0).
+struct SumOp {
+  template <typename acc_t>
+  __device__ acc_t operator()(acc_t lower, acc_t higher) const {
+    return lower + higher;
+  }
+};
+
+// max ignoring NaN, like std::max(max, x) on the CPU (NaN still reaches the sum-exp)
+struct MaxOp {
+  template <typename acc_t>
+  __device__ acc_t operator()(acc_t lower, acc_t higher) const {
+    return lower < higher ? higher : lower;
+  }
+};
+
+// Butterfly over the 32 lanes of a warp: after log2(32) shuffle steps every lane holds the same
+// reduction of the warp's 32 values, always the same tree.
+template <typename acc_t, typename Op>
+__device__ acc_t warp_all_reduce(acc_t value, Op op) {
+  const unsigned int lane = threadIdx.x % kWarpSize;
+  for (int lane_mask = kWarpSize / 2; lane_mask >= 1; lane_mask /= 2) {
+    const acc_t other = __shfl_xor_sync(kFullWarp, value, lane_mask);
+    value = (lane & lane_mask) ? op(other, value) : op(value, other);
+  }
+  return value;
+}
+
+// Reduction over a group of blockDim.x threads (one row threadIdx.y of the block; blockDim.x a
+// multiple of 32, at most 1024): a butterfly inside each warp, then every warp reduces the
+// group's warp results with the same butterfly, so every thread gets the result without another
+// broadcast.  Block-wide (two barriers; every thread of the block must call it).
+//   scratch: 32 acc_t per group, blockDim.y groups
+template <typename acc_t, typename Op>
+__device__ acc_t group_all_reduce(acc_t value, Op op, acc_t identity, acc_t* scratch) {
+  const unsigned int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const unsigned int warps = blockDim.x / kWarpSize;
+  acc_t* group_scratch = scratch + threadIdx.y * kWarpSize;
+  value = warp_all_reduce(value, op);
+  if (warps == 1) return value;  // uniform over the block: no barrier needed
+  if (lane == 0) group_scratch[warp] = value;
+  __syncthreads();
+  value = warp_all_reduce(lane < warps ? group_scratch[lane] : identity, op);
+  __syncthreads();  // every warp has read the scratch before it is written again
+  return value;
+}
+
+// Shared memory of group_all_reduce for a block of `rows` groups.
+inline size_t group_reduce_shared_bytes(int64_t rows, size_t acc_size) {
+  return static_cast<size_t>(rows) * kWarpSize * acc_size;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Forward
 
 // log_normalizer[n][t] = logsumexp_k logits[t][n][k] for t < T_n, 0 beyond (the CPU kernel's
-// output, whether or not the sample's target fits).  Block (threads_per_row, rows_per_block); rows (t, n)
-// are visited in grid-stride groups of rows_per_block.  Shared: threads_per_row * rows_per_block
-// acc_t partials.
+// output, whether or not the sample's target fits).  Block (threads_per_row, rows_per_block); rows
+// (t, n) are visited in grid-stride groups of rows_per_block, each reduced by its row of threads.
+// Shared: group_reduce_shared_bytes(rows_per_block).
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p, acc_t* log_normalizer /* (N, T) */) {
-  acc_t* partials = reinterpret_cast<acc_t*>(dynamic_shared_memory());
+  acc_t* scratch = reinterpret_cast<acc_t*>(dynamic_shared_memory());
   const int64_t T = p.max_input_length, N = p.batch_size, C = p.num_classes;
   const int64_t num_rows = T * N;
   const int64_t num_groups = (num_rows + blockDim.y - 1) / blockDim.y;
-  acc_t* my_partials = partials + threadIdx.y * blockDim.x;
   for (int64_t group = blockIdx.x; group < num_groups; group += gridDim.x) {
     const int64_t row = group * blockDim.y + threadIdx.y;  // row = t * N + n
     const int64_t t = row / N, n = row % N;
     bool active = row < num_rows;
     if (active) active = t < p.input_lengths[n];
     const scalar_t* frame = p.logits + (active ? t * p.logits_stride_t + n * p.logits_stride_n : 0);
-    // max, ignoring NaN like std::max(max, x) on the CPU; NaN still reaches the sum below
     acc_t max_value = neg_inf<acc_t>();
     if (active) {
-      for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
-        const acc_t x = static_cast<acc_t>(frame[k]);
-        max_value = max_value < x ? x : max_value;
-      }
+      for (int64_t k = threadIdx.x; k < C; k += blockDim.x)
+        max_value = MaxOp()(max_value, static_cast<acc_t>(frame[k]));
     }
-    my_partials[threadIdx.x] = max_value;
-    __syncthreads();
-    max_value = neg_inf<acc_t>();
-    for (unsigned int i = 0; i < blockDim.x; ++i) max_value = max_value < my_partials[i] ? my_partials[i] : max_value;
-    __syncthreads();
+    max_value = group_all_reduce(max_value, MaxOp(), neg_inf<acc_t>(), scratch);
     const bool finite_max = max_value != neg_inf<acc_t>() && max_value != -neg_inf<acc_t>();
     acc_t sum = 0;
     if (active && finite_max) {
       for (int64_t k = threadIdx.x; k < C; k += blockDim.x) sum += std::exp(static_cast<acc_t>(frame[k]) - max_value);
     }
-    my_partials[threadIdx.x] = sum;
-    __syncthreads();
+    sum = group_all_reduce(sum, SumOp(), acc_t(0), scratch);
     if (threadIdx.x == 0 && row < num_rows) {
-      acc_t total = 0;
-      for (unsigned int i = 0; i < blockDim.x; ++i) total += my_partials[i];
       // an all -inf row has no mass (-inf); +inf propagates
-      log_normalizer[n * T + t] = !active ? acc_t(0) : finite_max ? max_value + std::log(total) : max_value;
+      log_normalizer[n * T + t] = !active ? acc_t(0) : finite_max ? max_value + std::log(sum) : max_value;
     }
-    __syncthreads();  // the partials are read before the next group writes them
   }
+}
+
+// The entries of sample n's slot of the kept log_alpha that its lattice does not compute: for a
+// valid sample -inf in rows t >= T_n (every row when there is no path) and in the rest of the
+// slot up to the next sample's block ([offset(n) + T W, offset(n + 1)) when L_n < S); for an
+// invalid sample NaN over its whole slot.  With concatenated targets a negative target length
+// makes every later label start meaningless (and every later sample invalid): the first sample
+// with one fills from its own offset to the end of the buffer, the later ones nothing.
+template <typename scalar_t, typename acc_t, typename index_t>
+__device__ void block_fill_unused_log_alpha(const CtcProblemView<scalar_t, index_t>& p, int64_t n, bool valid,
+                                            acc_t* log_alpha) {
+  const int64_t T = p.max_input_length;
+  const int64_t buffer_end = log_alpha_numel(p.batch_size, p.num_target_slots, T);
+  const bool concatenated = p.padded_width < 0;
+  if (!valid && concatenated && __syncthreads_or(block_earlier_length_is_negative(p, n))) return;
+  const int64_t slot_begin = clipped_log_alpha_offset(p, n);
+  int64_t slot_end = n + 1 < p.batch_size ? clipped_log_alpha_offset(p, n + 1) : buffer_end;
+  if (!valid && concatenated && p.target_lengths[n] < 0) slot_end = buffer_end;
+  int64_t fill_begin = slot_begin;
+  acc_t fill = std::numeric_limits<acc_t>::quiet_NaN();
+  if (valid) {
+    const int64_t input_length = p.input_lengths[n];
+    const int64_t target_length = p.target_lengths[n];
+    const int64_t num_states = 2 * target_length + 1;
+    const bool no_lattice = target_length > input_length || input_length == 0;
+    fill_begin += (no_lattice ? 0 : input_length) * num_states;
+    const int64_t block_end = slot_begin + T * num_states;  // the slot holds at least the block
+    if (slot_end < block_end) slot_end = block_end;
+    fill = neg_inf<acc_t>();
+  }
+  for (int64_t i = fill_begin + threadIdx.x; i < slot_end; i += blockDim.x) log_alpha[i] = fill;
 }
 
 // One block per sample n.  Threads stride over the states s of each frame's band; a frame's row
 // is complete (one __syncthreads) before the next frame reads it, and frames stop at T_n.
 //   neg_log_likelihood: (N,)
-//   log_alpha: the flat ragged buffer of ctc_math.h when keep_log_alpha (every entry of a valid
-//     sample's block written, -inf off the band), else scratch of log_alpha_numel(N, slots, 2)
-//     holding two rolling rows per sample.
+//   log_alpha: the flat ragged buffer of ctc_math.h when keep_log_alpha, every entry written:
+//     a valid sample's rows (-inf off the band and for t >= T_n) and the rest of its slot with
+//     -inf, an invalid sample's slot with NaN; else scratch of forward_scratch_numel holding
+//     two rolling rows per sample.
 //   log_normalizer: (N, T) from log_normalizer_kernel
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool keep_log_alpha,
                                        acc_t* neg_log_likelihood, acc_t* log_alpha, const acc_t* log_normalizer) {
   const int64_t n = blockIdx.x;
-  if (!block_sample_is_valid(p, n)) {
+  const int64_t T = p.max_input_length;
+  const bool valid = block_sample_is_valid(p, n);
+  if (keep_log_alpha) block_fill_unused_log_alpha(p, n, valid, log_alpha);
+  if (!valid) {
     if (threadIdx.x == 0) neg_log_likelihood[n] = std::numeric_limits<acc_t>::quiet_NaN();
     return;
   }
-  const int64_t T = p.max_input_length;
   const int64_t input_length = p.input_lengths[n];
   const int64_t target_length = p.target_lengths[n];
   const int64_t num_states = 2 * target_length + 1;
@@ -210,23 +294,7 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
   int non_finite_input = 0;
   for (int64_t t = threadIdx.x; t < input_length; t += blockDim.x) non_finite_input |= !std::isfinite(normalizer[t]);
   const bool finite_input = __syncthreads_or(non_finite_input) == 0;
-
-  // Entries that hold no lattice work are -inf: rows t >= T_n (all rows when there is no path)
-  // and the rest of the sample's block, [offset(n) + T W, offset(n + 1)), when L_n < S.
-  const bool no_lattice = target_length > input_length || input_length == 0;
-  if (keep_log_alpha) {
-    const int64_t block_begin = log_alpha_offset(n, p.label_start[n], T);
-    const int64_t buffer_end = log_alpha_numel(p.batch_size, p.num_target_slots, T);
-    int64_t block_end = n + 1 < p.batch_size ? log_alpha_offset(n + 1, p.label_start[n + 1], T) : buffer_end;
-    block_end = block_end < block_begin + T * num_states ? block_begin + T * num_states
-                : block_end > buffer_end                 ? buffer_end
-                                                         : block_end;
-    const int64_t first_padding_row = no_lattice ? 0 : input_length;
-    for (int64_t i = first_padding_row * num_states + threadIdx.x; i < block_end - block_begin; i += blockDim.x) {
-      alpha_block[i] = neg_inf<acc_t>();
-    }
-  }
-  if (no_lattice) {
+  if (target_length > input_length || input_length == 0) {
     if (threadIdx.x == 0) {
       neg_log_likelihood[n] = !finite_input                  ? std::numeric_limits<acc_t>::quiet_NaN()
                               : target_length > input_length ? std::numeric_limits<acc_t>::infinity()
@@ -240,10 +308,9 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
     const acc_t frame_normalizer = normalizer[t];
     const int64_t first = band_first(t, input_length, num_states);
     const int64_t last = band_last(t, num_states);
-    const int64_t previous_first = band_first(t - 1, input_length, num_states);
-    const int64_t previous_last = band_last(t - 1, num_states);
+    const LatticeRow<acc_t> previous{t > 0 ? alpha_row(t - 1) : nullptr, band_first(t - 1, input_length, num_states),
+                                     band_last(t - 1, num_states)};
     acc_t* current = alpha_row(t);
-    const acc_t* previous = t > 0 ? alpha_row(t - 1) : nullptr;
     // a kept row is written whole (-inf off the band); a rolling row only on the band
     const int64_t write_begin = keep_log_alpha ? 0 : first;
     const int64_t write_end = keep_log_alpha ? num_states - 1 : last;
@@ -253,15 +320,7 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
         continue;
       }
       const acc_t emission = static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
-      if (t == 0) {
-        current[s] = emission;
-        continue;
-      }
-      const acc_t stay = band_entry(previous, s, previous_first, previous_last);
-      const acc_t advance = band_entry(previous, s - 1, previous_first, previous_last);
-      const acc_t skip =
-          can_skip_from(labels, 1, s) ? band_entry(previous, s - 2, previous_first, previous_last) : neg_inf<acc_t>();
-      current[s] = emission + log_add3(stay, advance, skip);
+      current[s] = t == 0 ? emission : alpha_state(previous, s, can_skip_from(labels, 1, s), emission);
     }
     __syncthreads();
   }
@@ -276,14 +335,18 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
 // ---------------------------------------------------------------------------------------------
 // Backward
 
-// One block per sample n: validates it, classifies it (SampleState), links each label to the
-// previous / next position holding the same label, and computes log_beta over the band.
-//   log_beta: ragged scratch shaped like log_alpha (only band entries are written)
-//   previous_same_label, next_same_label: (num_target_slots,) int64 scratch, -1 when none
+// One block per sample n: validates it, classifies it (SampleState) and, for a sample whose
+// gradient is computed, links each label position to the previous / next position holding the
+// same label, so that the lattice kernel sums the occupancies of one class in a fixed order.
+// The links come from a stable sort of the positions by label: a bitonic network over the
+// positions (O(L log^2 L) work in log^2 L barrier-separated steps), then neighbours in sorted
+// order with equal labels are linked.
+//   sorted_positions: (num_target_slots,) int64 scratch
+//   previous_same_label, next_same_label: (num_target_slots,) int64, -1 when none
 //   sample_state: (N,) int32
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool zero_infinity,
-                                        const acc_t* neg_log_likelihood, const acc_t* log_normalizer, acc_t* log_beta,
+__global__ void backward_prepare_kernel(CtcProblemView<scalar_t, index_t> p, bool zero_infinity,
+                                        const acc_t* neg_log_likelihood, int64_t* sorted_positions,
                                         int64_t* previous_same_label, int64_t* next_same_label, int32_t* sample_state) {
   const int64_t n = blockIdx.x;
   if (!block_sample_is_valid(p, n)) {
@@ -302,146 +365,152 @@ __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, boo
     return;
   }
   if (threadIdx.x == 0) sample_state[n] = kSampleCompute;
-  const int64_t T = p.max_input_length;
-  const int64_t input_length = p.input_lengths[n];
-  const int64_t target_length = p.target_lengths[n];
-  const int64_t num_states = 2 * target_length + 1;
+  const int64_t L = p.target_lengths[n];
   const int64_t start = p.label_start[n];
   const index_t* labels = p.labels + start;
-
-  // Equal labels are chained so that the gradient kernel sums the occupancies of one class in a
-  // fixed order without a per-class buffer.
-  for (int64_t i = threadIdx.x; i < target_length; i += blockDim.x) {
-    int64_t previous = -1, next = -1;
-    for (int64_t j = i - 1; j >= 0; --j) {
-      if (labels[j] == labels[i]) {
-        previous = j;
-        break;
+  int64_t* order = sorted_positions + start;
+  for (int64_t i = threadIdx.x; i < L; i += blockDim.x) order[i] = i;
+  __syncthreads();
+  // Ascending comparators only, over the positions padded to a power of two with virtual +inf
+  // keys: a comparator that touches the padding never moves anything, so it is skipped.  Each
+  // phase k first compares mirrored positions of each k-block (i, i ^ (k - 1)), then halves
+  // (i, i ^ j); the comparators of a step are disjoint pairs, one thread each.
+  for (int64_t k = 2; k / 2 < L; k *= 2) {
+    for (int64_t j = k / 2; j >= 1; j /= 2) {
+      for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
+        const int64_t partner = j == k / 2 ? i ^ (k - 1) : i ^ j;
+        if (partner <= i || partner >= L) continue;
+        const int64_t a = order[i], b = order[partner];
+        const int64_t label_a = static_cast<int64_t>(labels[a]), label_b = static_cast<int64_t>(labels[b]);
+        if (label_b < label_a || (label_b == label_a && b < a)) {
+          order[i] = b;
+          order[partner] = a;
+        }
       }
+      __syncthreads();
     }
-    for (int64_t j = i + 1; j < target_length; ++j) {
-      if (labels[j] == labels[i]) {
-        next = j;
-        break;
-      }
-    }
-    previous_same_label[start + i] = previous;
-    next_same_label[start + i] = next;
   }
-
-  acc_t* beta_block = log_beta + log_alpha_offset(n, start, T);
-  const scalar_t* sample_logits = p.logits + n * p.logits_stride_n;
-  for (int64_t t = input_length - 1; t >= 0; --t) {
-    const scalar_t* frame = sample_logits + t * p.logits_stride_t;
-    const acc_t frame_normalizer = log_normalizer[n * T + t];
-    const int64_t first = band_first(t, input_length, num_states);
-    const int64_t last = band_last(t, num_states);
-    const int64_t next_first = band_first(t + 1, input_length, num_states);
-    const int64_t next_last = band_last(t + 1, num_states);
-    acc_t* current = beta_block + t * num_states;
-    const acc_t* next = beta_block + (t + 1) * num_states;
-    for (int64_t s = first + threadIdx.x; s <= last; s += blockDim.x) {
-      const acc_t emission = static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
-      if (t == input_length - 1) {
-        current[s] = emission;  // the band of the last frame is exactly the two final states
-        continue;
-      }
-      const acc_t stay = band_entry(next, s, next_first, next_last);
-      const acc_t advance = s + 1 < num_states ? band_entry(next, s + 1, next_first, next_last) : neg_inf<acc_t>();
-      const acc_t skip = (s + 2 < num_states && can_skip_from(labels, 1, s + 2))
-                             ? band_entry(next, s + 2, next_first, next_last)
-                             : neg_inf<acc_t>();
-      current[s] = emission + log_add3(stay, advance, skip);
-    }
-    __syncthreads();
+  for (int64_t r = threadIdx.x; r < L; r += blockDim.x) {
+    const int64_t position = order[r];
+    const index_t label = labels[position];
+    previous_same_label[start + position] = r > 0 && labels[order[r - 1]] == label ? order[r - 1] : -1;
+    next_same_label[start + position] = r + 1 < L && labels[order[r + 1]] == label ? order[r + 1] : -1;
   }
 }
 
-// grad[t][n][k] = grad_nll[n] * (softmax(x[t][n])[k] - sum_{s in band, l'_s = k} occupancy[t][s]),
-// occupancy = exp(log_alpha + log_beta - emission - m) / Z with m the largest exponent of the
-// frame's band and Z the sum (as on the CPU: exp(... + nll) overflows or vanishes once the
-// rounding of alpha + beta + nll exceeds exp's range, logits near 1e10 in float).  Rows (t, n) in
-// grid-stride order, one block per row at a time: pass 1 writes every class (the blank's
-// occupancy already subtracted), pass 2 rewrites the classes of the target's labels.  A label
-// class is owned by its first position inside the band, which sums the chain of equal labels in
-// order.  Shared: blockDim.x acc_t partials.
+// grad[t][n][k] = grad_nll[n] * softmax(x[t][n])[k] for every class of the rows of computed
+// samples (the lattice kernel then overwrites the classes of the blank and the labels), NaN or 0
+// for the others.  Rows (t, n) in grid-stride order, classes over the threads of a block.
 //   grad: (T, N, C) with unit class stride, strides grad_stride_t / grad_stride_n
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void gradient_kernel(CtcProblemView<scalar_t, index_t> p, const acc_t* grad_nll /* (N,) */,
-                                const acc_t* log_alpha, const acc_t* log_beta, const acc_t* log_normalizer,
-                                const int64_t* previous_same_label, const int64_t* next_same_label,
-                                const int32_t* sample_state, scalar_t* grad, int64_t grad_stride_t,
-                                int64_t grad_stride_n) {
-  acc_t* partials = reinterpret_cast<acc_t*>(dynamic_shared_memory());
+__global__ void gradient_rows_kernel(CtcProblemView<scalar_t, index_t> p, const acc_t* grad_nll /* (N,) */,
+                                     const acc_t* log_normalizer, const int32_t* sample_state, scalar_t* grad,
+                                     int64_t grad_stride_t, int64_t grad_stride_n) {
   const int64_t T = p.max_input_length, N = p.batch_size, C = p.num_classes;
   for (int64_t row = blockIdx.x; row < T * N; row += gridDim.x) {
     const int64_t t = row / N, n = row % N;
     scalar_t* grad_row = grad + t * grad_stride_t + n * grad_stride_n;
     const int32_t state = sample_state[n];
-    // the branch is uniform over the block: every thread sees the same row
     if (state == kSampleInvalid || (state == kSampleNaN && t < p.input_lengths[n])) {
       for (int64_t k = threadIdx.x; k < C; k += blockDim.x)
         grad_row[k] = static_cast<scalar_t>(std::numeric_limits<acc_t>::quiet_NaN());
-      continue;
-    }
-    if (state != kSampleCompute || t >= p.input_lengths[n]) {
+    } else if (state != kSampleCompute || t >= p.input_lengths[n]) {
       for (int64_t k = threadIdx.x; k < C; k += blockDim.x) grad_row[k] = scalar_t(0);
-      continue;
+    } else {
+      const scalar_t* frame = p.logits + t * p.logits_stride_t + n * p.logits_stride_n;
+      const acc_t frame_normalizer = log_normalizer[n * T + t];
+      const acc_t scale = grad_nll[n];
+      for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
+        grad_row[k] = static_cast<scalar_t>(scale * std::exp(static_cast<acc_t>(frame[k]) - frame_normalizer));
+      }
     }
-    const int64_t input_length = p.input_lengths[n];
-    const int64_t target_length = p.target_lengths[n];
-    const int64_t num_states = 2 * target_length + 1;
-    const int64_t start = p.label_start[n];
-    const index_t* labels = p.labels + start;
-    const int64_t row_offset = log_alpha_offset(n, start, T) + t * num_states;
-    const acc_t* alpha = log_alpha + row_offset;
-    const acc_t* beta = log_beta + row_offset;
-    const scalar_t* frame = p.logits + t * p.logits_stride_t + n * p.logits_stride_n;
+  }
+}
+
+// One block per computed sample n: log_beta from the last frame back, in two rolling rows, and
+// for each frame t the occupancies of its band, occupancy[s] = exp(log_alpha + log_beta -
+// emission - m) / Z with m the largest exponent of the band and Z the sum, which give the
+// gradient of the classes on the path:
+//   grad[t][n][k] = grad_nll[n] * (softmax(x[t][n])[k] - sum_{s in band, l'_s = k} occupancy[s]).
+// The blank's sum is a fixed tree over the threads' partials (group_all_reduce); a label class is
+// owned by its first position inside the band, which sums the chain of equal labels in order.
+// Two occupancy rows alternate too, so that one barrier per frame suffices.
+//   log_alpha: the kept forward buffer (ctc_math.h layout)
+//   lattice_scratch: backward_lattice_scratch_numel acc_t, 4 rows of W_n per sample
+//   grad: as in gradient_rows_kernel, which has run before
+// Shared: group_reduce_shared_bytes(1).
+template <typename scalar_t, typename acc_t, typename index_t>
+__global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, const acc_t* grad_nll,
+                                        const acc_t* neg_log_likelihood, const acc_t* log_alpha,
+                                        const acc_t* log_normalizer, acc_t* lattice_scratch,
+                                        const int64_t* previous_same_label, const int64_t* next_same_label,
+                                        const int32_t* sample_state, scalar_t* grad, int64_t grad_stride_t,
+                                        int64_t grad_stride_n) {
+  acc_t* scratch = reinterpret_cast<acc_t*>(dynamic_shared_memory());
+  const int64_t n = blockIdx.x;
+  if (sample_state[n] != kSampleCompute) return;  // uniform over the block
+  const int64_t T = p.max_input_length;
+  const int64_t input_length = p.input_lengths[n];
+  const int64_t num_states = 2 * p.target_lengths[n] + 1;
+  const int64_t start = p.label_start[n];
+  const index_t* labels = p.labels + start;
+  const acc_t* alpha_block = log_alpha + log_alpha_offset(n, start, T);
+  acc_t* beta_rows = lattice_scratch + log_alpha_offset(n, start, 4);
+  acc_t* occupancy_rows = beta_rows + 2 * num_states;
+  const scalar_t* sample_logits = p.logits + n * p.logits_stride_n;
+  const acc_t scale = grad_nll[n];
+  for (int64_t t = input_length - 1; t >= 0; --t) {
+    const scalar_t* frame = sample_logits + t * p.logits_stride_t;
     const acc_t frame_normalizer = log_normalizer[n * T + t];
-    const acc_t scale = grad_nll[n];
     const int64_t first = band_first(t, input_length, num_states);
     const int64_t last = band_last(t, num_states);
-    auto log_occupancy = [&](int64_t s) {
+    const LatticeRow<acc_t> next{beta_rows + ((t + 1) & 1) * num_states, band_first(t + 1, input_length, num_states),
+                                 band_last(t + 1, num_states)};
+    acc_t* current = beta_rows + (t & 1) * num_states;
+    acc_t* occupancy = occupancy_rows + (t & 1) * num_states;
+    const acc_t* alpha = alpha_block + t * num_states;
+    // log occupancies first, then their exp relative to the frame's largest, normalised by their
+    // sum (as the CPU kernel: exp(alpha + beta - emission + nll) overflows or vanishes once the
+    // rounding of alpha + beta + nll exceeds exp's range, logits near 1e10 in float)
+    acc_t max_partial = neg_inf<acc_t>();
+    for (int64_t s = first + threadIdx.x; s <= last; s += blockDim.x) {
       const acc_t emission = static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
-      return alpha[s] + beta[s] - emission;
-    };
-
-    // the largest exponent, then the sums of the blank's and of all occupancies relative to it
-    acc_t partial_max = neg_inf<acc_t>();
-    for (int64_t s = first + threadIdx.x; s <= last; s += blockDim.x) {
-      const acc_t value = log_occupancy(s);
-      partial_max = partial_max < value ? value : partial_max;
+      // the band of the last frame is exactly the two final states
+      const acc_t beta =
+          t == input_length - 1 ? emission : beta_state(next, s, can_skip_to(labels, 1, num_states, s), emission);
+      current[s] = beta;
+      occupancy[s] = alpha[s] + beta - emission;
+      max_partial = max_partial < occupancy[s] ? occupancy[s] : max_partial;
     }
-    acc_t reference = block_reduce(partials, partial_max, true);
+    acc_t reference = group_all_reduce(max_partial, MaxOp(), neg_inf<acc_t>(), scratch);
     if (reference == neg_inf<acc_t>()) reference = 0;  // no reachable state: zeros, not (-inf) - (-inf)
-    acc_t partial_blank = 0, partial_total = 0;
-    for (int64_t s = first + threadIdx.x; s <= last; s += blockDim.x) {
-      const acc_t occupancy = std::exp(log_occupancy(s) - reference);
-      partial_total += occupancy;
-      if (!(s & 1)) partial_blank += occupancy;
+    acc_t blank_partial = 0, total_partial = 0;
+    for (int64_t s = first + threadIdx.x; s <= last; s += blockDim.x) {  // each thread its own states
+      const acc_t state_occupancy = std::exp(occupancy[s] - reference);
+      occupancy[s] = state_occupancy;
+      total_partial += state_occupancy;
+      if (!(s & 1)) blank_partial += state_occupancy;
     }
-    const acc_t total_occupancy = block_reduce(partials, partial_total, false);
-    const acc_t blank_occupancy = block_reduce(partials, partial_blank, false) / total_occupancy;
-
-    for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
-      const acc_t probability = std::exp(static_cast<acc_t>(frame[k]) - frame_normalizer);
-      const acc_t occupancy = k == p.blank ? blank_occupancy : acc_t(0);
-      grad_row[k] = static_cast<scalar_t>(scale * (probability - occupancy));
+    __syncthreads();  // the rows of frame t are complete (group_all_reduce may have no barrier)
+    const acc_t total_occupancy = group_all_reduce(total_partial, SumOp(), acc_t(0), scratch);
+    const acc_t blank_occupancy = group_all_reduce(blank_partial, SumOp(), acc_t(0), scratch) / total_occupancy;
+    scalar_t* grad_row = grad + t * grad_stride_t + n * grad_stride_n;
+    if (threadIdx.x == 0) {
+      const acc_t probability = std::exp(static_cast<acc_t>(frame[p.blank]) - frame_normalizer);
+      grad_row[p.blank] = static_cast<scalar_t>(scale * (probability - blank_occupancy));
     }
-    __syncthreads();  // pass 1 is written (and the partials read) before pass 2 rewrites
-
     // label positions i whose state 2 i + 1 lies in the band
     const int64_t first_label = first / 2;
     const int64_t last_label = last >= 1 ? (last - 1) / 2 : -1;
     for (int64_t i = first_label + threadIdx.x; i <= last_label; i += blockDim.x) {
       if (previous_same_label[start + i] >= first_label) continue;  // not the class's first position
       const int64_t label = static_cast<int64_t>(labels[i]);
-      const acc_t emission = static_cast<acc_t>(frame[label]) - frame_normalizer;
-      acc_t occupancy = 0;
+      acc_t label_occupancy = 0;
       for (int64_t j = i; j >= 0 && j <= last_label; j = next_same_label[start + j]) {
-        occupancy += std::exp(log_occupancy(2 * j + 1) - reference);
+        label_occupancy += occupancy[2 * j + 1];
       }
-      grad_row[label] = static_cast<scalar_t>(scale * (std::exp(emission) - occupancy / total_occupancy));
+      const acc_t probability = std::exp(static_cast<acc_t>(frame[label]) - frame_normalizer);
+      grad_row[label] = static_cast<scalar_t>(scale * (probability - label_occupancy / total_occupancy));
     }
   }
 }
@@ -457,7 +526,8 @@ struct LaunchShape {
 
 inline int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
-// Rows (t, n) of the normaliser: enough threads per row for C, rows packed to 128+ threads.
+// Rows (t, n) of the normaliser: enough threads per row for C (whole warps: the reductions shuffle
+// within warps), rows packed to 128+ threads.
 inline LaunchShape log_normalizer_launch_shape(int64_t T, int64_t N, int64_t C, size_t acc_size,
                                                int64_t multiprocessor_count) {
   const int64_t threads_per_row = C <= 32 ? 32 : C <= 256 ? 64 : C <= 2048 ? 128 : 256;
@@ -467,34 +537,37 @@ inline LaunchShape log_normalizer_launch_shape(int64_t T, int64_t N, int64_t C, 
   const int64_t blocks = groups < max_blocks ? (groups > 0 ? groups : 1) : max_blocks;
   return {dim3(static_cast<unsigned int>(blocks)),
           dim3(static_cast<unsigned int>(threads_per_row), static_cast<unsigned int>(rows_per_block)),
-          static_cast<size_t>(threads_per_row * rows_per_block) * acc_size};
+          group_reduce_shared_bytes(rows_per_block, acc_size)};
 }
 
-// One block per sample; the widest possible lattice row sets the block size.  The widest target
-// is known on the host without reading lengths: S for padded targets, all slots otherwise.
+// One block per sample; the widest possible lattice row sets the block size (whole warps, for
+// the backward's reduction).  The widest target is known on the host without reading lengths: S
+// for padded targets, all slots otherwise.
+// The backward lattice kernel adds group_reduce_shared_bytes(1) of shared memory.
 inline LaunchShape lattice_launch_shape(int64_t N, int64_t num_target_slots, int64_t padded_width) {
   const int64_t max_states = 2 * (padded_width >= 0 ? padded_width : num_target_slots) + 1;
-  const int64_t threads = max_states >= 256 ? 256 : round_up(max_states, 32);
+  const int64_t threads = max_states >= 256 ? 256 : round_up(max_states, kWarpSize);
   return {dim3(static_cast<unsigned int>(N)), dim3(static_cast<unsigned int>(threads)), 0};
 }
 
 // Rows (t, n) of the gradient, one block per row at a time and enough blocks to fill the GPU
-// even for N = 1; threads over the classes and the band.
-inline LaunchShape gradient_launch_shape(int64_t T, int64_t N, int64_t C, int64_t num_target_slots,
-                                         int64_t padded_width, size_t acc_size, int64_t multiprocessor_count) {
-  const int64_t max_states = 2 * (padded_width >= 0 ? padded_width : num_target_slots) + 1;
-  const int64_t width = C > max_states ? C : max_states;
-  const int64_t threads = width >= 256 ? 256 : round_up(width, 32);
+// even for N = 1; threads over the classes.
+inline LaunchShape gradient_rows_launch_shape(int64_t T, int64_t N, int64_t C, int64_t multiprocessor_count) {
+  const int64_t threads = C >= 256 ? 256 : round_up(C, kWarpSize);
   const int64_t rows = T * N;
   const int64_t max_blocks = 16 * multiprocessor_count;
   const int64_t blocks = rows < max_blocks ? (rows > 0 ? rows : 1) : max_blocks;
-  return {dim3(static_cast<unsigned int>(blocks)), dim3(static_cast<unsigned int>(threads)),
-          static_cast<size_t>(threads) * acc_size};
+  return {dim3(static_cast<unsigned int>(blocks)), dim3(static_cast<unsigned int>(threads)), 0};
 }
 
 // Scratch the forward needs when log_alpha is not kept: two rolling rows per sample.
 inline int64_t forward_scratch_numel(int64_t N, int64_t num_target_slots) {
   return log_alpha_numel(N, num_target_slots, 2);
+}
+
+// Scratch of backward_lattice_kernel: two rolling log_beta rows and two occupancy rows per sample.
+inline int64_t backward_lattice_scratch_numel(int64_t N, int64_t num_target_slots) {
+  return log_alpha_numel(N, num_target_slots, 4);
 }
 
 // The whole forward: log_normalizer then the lattice.  Pointers are device pointers; `log_alpha`
@@ -514,25 +587,32 @@ void launch_ctc_forward(const CtcProblemView<scalar_t, index_t>& p, bool keep_lo
                 stream, p, keep_log_alpha, neg_log_likelihood, log_alpha, static_cast<const acc_t*>(log_normalizer));
 }
 
-// The whole backward.  Scratch: log_beta of log_alpha_numel(N, slots, T) acc_t, two int64
-// arrays of num_target_slots, and N int32.
+// The whole backward.  Scratch: backward_lattice_scratch_numel(N, slots) acc_t, three int64
+// arrays of num_target_slots (sorted positions, previous and next same label), and N int32.
 template <typename scalar_t, typename acc_t, typename index_t>
 void launch_ctc_backward(const CtcProblemView<scalar_t, index_t>& p, bool zero_infinity, const acc_t* grad_nll,
                          const acc_t* neg_log_likelihood, const acc_t* log_alpha, const acc_t* log_normalizer,
-                         acc_t* log_beta, int64_t* previous_same_label, int64_t* next_same_label, int32_t* sample_state,
-                         scalar_t* grad, int64_t grad_stride_t, int64_t grad_stride_n, int64_t multiprocessor_count,
+                         acc_t* lattice_scratch, int64_t* label_links, int32_t* sample_state, scalar_t* grad,
+                         int64_t grad_stride_t, int64_t grad_stride_n, int64_t multiprocessor_count,
                          cudaStream_t stream) {
   if (p.batch_size == 0 || p.max_input_length == 0) return;
+  int64_t* sorted_positions = label_links;
+  int64_t* previous_same_label = label_links + p.num_target_slots;
+  int64_t* next_same_label = label_links + 2 * p.num_target_slots;
   const LaunchShape lattice = lattice_launch_shape(p.batch_size, p.num_target_slots, p.padded_width);
-  launch_kernel(backward_lattice_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block, lattice.shared_bytes,
-                stream, p, zero_infinity, neg_log_likelihood, log_normalizer, log_beta, previous_same_label,
-                next_same_label, sample_state);
-  const LaunchShape rows = gradient_launch_shape(p.max_input_length, p.batch_size, p.num_classes, p.num_target_slots,
-                                                 p.padded_width, sizeof(acc_t), multiprocessor_count);
-  launch_kernel(gradient_kernel<scalar_t, acc_t, index_t>, rows.grid, rows.block, rows.shared_bytes, stream, p,
-                grad_nll, log_alpha, static_cast<const acc_t*>(log_beta), log_normalizer,
-                static_cast<const int64_t*>(previous_same_label), static_cast<const int64_t*>(next_same_label),
-                static_cast<const int32_t*>(sample_state), grad, grad_stride_t, grad_stride_n);
+  launch_kernel(backward_prepare_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block, lattice.shared_bytes,
+                stream, p, zero_infinity, neg_log_likelihood, sorted_positions, previous_same_label, next_same_label,
+                sample_state);
+  const LaunchShape rows =
+      gradient_rows_launch_shape(p.max_input_length, p.batch_size, p.num_classes, multiprocessor_count);
+  launch_kernel(gradient_rows_kernel<scalar_t, acc_t, index_t>, rows.grid, rows.block, rows.shared_bytes, stream, p,
+                grad_nll, log_normalizer, static_cast<const int32_t*>(sample_state), grad, grad_stride_t,
+                grad_stride_n);
+  launch_kernel(backward_lattice_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block,
+                group_reduce_shared_bytes(1, sizeof(acc_t)), stream, p, grad_nll, neg_log_likelihood, log_alpha,
+                log_normalizer, lattice_scratch, static_cast<const int64_t*>(previous_same_label),
+                static_cast<const int64_t*>(next_same_label), static_cast<const int32_t*>(sample_state), grad,
+                grad_stride_t, grad_stride_n);
 }
 
 }  // namespace cuda

@@ -9,6 +9,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &ctc_emulation_ops::backward, "emulated CUDA ctc_loss_backward");
   m.def("greedy_decode", &ctc_emulation_ops::greedy_decode, "emulated CUDA greedy_decode");
   m.def("forced_align", &ctc_emulation_ops::forced_align, "emulated CUDA forced_align");
+  m.def("warp_collective", &ctc_emulation_ops::warp_collective,
+        "one emulated warp collective per thread (tests of the primitives)");
   m.def("launch_shapes", &ctc_emulation_ops::launch_shapes,
         "(grid, threads, shared bytes) of the normaliser, lattice and gradient kernels");
 }

@@ -11,6 +11,8 @@
 
 #include "emulation_ops.h"
 
+#include <ATen/ops/full_like.h>
+
 namespace ctc_emulation_ops {
 
 static void check_on_cpu(const at::Tensor& logits) {
@@ -50,14 +52,69 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forced_align(const at::Tensor& lo
   return ctc_ext::cuda::forced_align_device(logits, targets, input_lengths, target_lengths, blank, nullptr);
 }
 
+// The warp collectives of the emulation header, one per launch, for tests of the primitives
+// themselves.  Thread i contributes values[i] and writes its result to out[i].
+//   op: 0 __shfl_sync(arg), 1 __shfl_up_sync(arg), 2 __shfl_down_sync(arg), 3 __shfl_xor_sync(arg),
+//       4 __ballot_sync(values & 1), 5 __any_sync, 6 __all_sync, 7 __shfl_xor_sync(arg) of doubles
+//   misuse: 0 none, 1 lane 5 exits before the collective, 2 each lane leaves itself out of the
+//       mask, 3 lane 0 exits and is left out of the mask, which the others' shuffles still read
+__global__ void warp_collective_kernel(const int64_t* values, int64_t* out, int op, int arg, int width, int misuse) {
+  const unsigned int lane = threadIdx.x % 32;
+  const unsigned int warp_begin = threadIdx.x / 32 * 32;
+  const unsigned int lanes = blockDim.x - warp_begin < 32 ? blockDim.x - warp_begin : 32;
+  unsigned int mask = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
+  if (misuse == 1 && lane == 5) return;
+  if (misuse == 2) mask &= ~(1u << lane);
+  if (misuse == 3 && lane == 0) return;
+  if (misuse == 3) mask &= ~1u;
+  const int64_t value = values[threadIdx.x];
+  int64_t result = 0;
+  switch (op) {
+    case 0:
+      result = __shfl_sync(mask, value, arg, width);
+      break;
+    case 1:
+      result = __shfl_up_sync(mask, value, arg, width);
+      break;
+    case 2:
+      result = __shfl_down_sync(mask, value, arg, width);
+      break;
+    case 3:
+      result = __shfl_xor_sync(mask, value, arg, width);
+      break;
+    case 4:
+      result = __ballot_sync(mask, value & 1);
+      break;
+    case 5:
+      result = __any_sync(mask, value & 1);
+      break;
+    case 6:
+      result = __all_sync(mask, value & 1);
+      break;
+    case 7:
+      result = static_cast<int64_t>(__shfl_xor_sync(mask, static_cast<double>(value) + 0.5, arg, width));
+      break;
+  }
+  out[threadIdx.x] = result;
+}
+
+at::Tensor warp_collective(const at::Tensor& values, int64_t op, int64_t arg, int64_t width, int64_t misuse) {
+  TORCH_CHECK(values.dim() == 1 && values.scalar_type() == at::kLong && values.is_contiguous(),
+              "values: a contiguous 1-D int64 tensor, one per thread");
+  at::Tensor out = at::full_like(values, -1);
+  ctc_emulation::launch(warp_collective_kernel, dim3(1), dim3(static_cast<unsigned int>(values.numel())), 0,
+                        values.const_data_ptr<int64_t>(), out.data_ptr<int64_t>(), static_cast<int>(op),
+                        static_cast<int>(arg), static_cast<int>(width), static_cast<int>(misuse));
+  return out;
+}
+
 // The launch shapes the host code would use, for tests of the configuration itself.
 std::vector<int64_t> launch_shapes(int64_t T, int64_t N, int64_t C, int64_t num_target_slots, int64_t padded_width,
                                    int64_t acc_size, int64_t multiprocessor_count) {
   using namespace ctc_ext::cuda;
-  const LaunchShape shapes[] = {
-      log_normalizer_launch_shape(T, N, C, acc_size, multiprocessor_count),
-      lattice_launch_shape(N, num_target_slots, padded_width),
-      gradient_launch_shape(T, N, C, num_target_slots, padded_width, acc_size, multiprocessor_count)};
+  const LaunchShape shapes[] = {log_normalizer_launch_shape(T, N, C, acc_size, multiprocessor_count),
+                                lattice_launch_shape(N, num_target_slots, padded_width),
+                                gradient_rows_launch_shape(T, N, C, multiprocessor_count)};
   std::vector<int64_t> out;
   for (const auto& shape : shapes) {
     out.insert(out.end(),

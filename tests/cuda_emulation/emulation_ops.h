@@ -26,6 +26,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forced_align(const at::Tensor& lo
                                                             const at::Tensor& input_lengths,
                                                             const at::Tensor& target_lengths, int64_t blank);
 
+at::Tensor warp_collective(const at::Tensor& values, int64_t op, int64_t arg, int64_t width, int64_t misuse);
+
 std::vector<int64_t> launch_shapes(int64_t T, int64_t N, int64_t C, int64_t num_target_slots, int64_t padded_width,
                                    int64_t acc_size, int64_t multiprocessor_count);
 

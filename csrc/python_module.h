@@ -4,4 +4,9 @@
 
 #include <pybind11/pybind11.h>
 
-namespace ctc_ext {}  // namespace ctc_ext
+namespace ctc_ext {
+
+// ctc_ext._C.NgramLanguageModel (csrc/cpu/ngram_lm_bindings.cpp).
+void bind_ngram_lm(pybind11::module_& module);
+
+}  // namespace ctc_ext

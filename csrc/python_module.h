@@ -4,4 +4,8 @@
 
 #include <pybind11/pybind11.h>
 
-namespace ctc_ext {}  // namespace ctc_ext
+namespace ctc_ext {
+
+void bind_decoder(pybind11::module_& module);  // cpu/decoder_bindings.cpp
+
+}  // namespace ctc_ext

@@ -20,19 +20,19 @@ Writes ``corpus.txt``, ``lm.arpa`` and ``alignment_lm.png`` into ``--out-dir``.
 """
 
 import argparse
-import math
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 import ctc_ext
+from ctc_ext.decoder import CTCDecoder
 from ctc_ext.lm import NgramLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -225,66 +225,40 @@ def frame_lengths(lines: WordLines) -> Tensor:
 # ------------------------------------------------------------------------------------- decoding
 
 
-class LanguageModelScorer:
-    """Shallow fusion for ``ctc_ext.beam_search(scorer=...)``, word by word as the anchors do it
-    (pyctcdecode, torchaudio): when a separator ends a word, ``lm_weight * ln p(word | words
-    before) + word_score``; when a partial word stops being a prefix of any vocabulary word,
-    ``unk_score`` once.  ``finish(labels)`` adds the last word and ``</s>`` at the end.
-    """
-
-    def __init__(self, lm: NgramLM, lm_weight: float, word_score: float, unk_score: float):
-        self.lm, self.lm_weight, self.word_score, self.unk_score = lm, lm_weight, word_score, unk_score
-        self._states = {(): lm.begin_state()}  # words -> LM state after them
-
-    def _state(self, words: Tuple[str, ...]) -> int:
-        if words not in self._states:
-            _, self._states[words] = self.lm.score_word(self._state(words[:-1]), words[-1])
-        return self._states[words]
-
-    def _word_score(self, words: Tuple[str, ...], word: str) -> float:
-        return self.lm_weight * self.lm.score_word(self._state(words), word)[0] + self.word_score
-
-    @staticmethod
-    def _split(labels: Sequence[int]) -> Tuple[Tuple[str, ...], str]:
-        """(completed words, the partial word after the last separator)."""
-        text = "".join("|" if label == SEPARATOR else str(label - 1) for label in labels)
-        *words, partial = text.split("|")
-        return tuple(words), partial
-
-    def __call__(self, prefix: List[int], label: int) -> float:
-        words, partial = self._split(prefix)
-        if label == SEPARATOR:
-            if not partial:  # an empty word: a leading or doubled separator
-                return -math.inf
-            return self._word_score(words, partial)
-        extended = partial + str(label - 1)
-        leaves_vocabulary = not self.lm.is_word_prefix(extended) and (not partial or self.lm.is_word_prefix(partial))
-        return self.unk_score if leaves_vocabulary else 0.0
-
-    def finish(self, labels: Sequence[int]) -> float:
-        words, partial = self._split(labels)
-        score = 0.0
-        if partial:
-            score += self._word_score(words, partial)
-            words += (partial,)
-        return score + self.lm_weight * self.lm.end_score(self._state(words))
+TOKENS = ["-"] + [str(digit) for digit in range(10)] + ["|"]  # the decoder's text of each class
 
 
-def decode(model: nn.Module, lines: WordLines, beam_width: int, scorer: Optional[LanguageModelScorer]):
-    """(greedy, beam, beam + LM) label sequences of every line; beam + LM only with a scorer."""
+class DecoderLanguageModel:
+    """An :class:`~ctc_ext.lm.NgramLM` through the decoder's Python language-model protocol:
+    ``start()``, ``score(state, word) -> (next_state, log_prob)``, ``finish(state)`` and the
+    ``vocabulary`` that partial words are checked against."""
+
+    def __init__(self, lm: NgramLM):
+        self.lm = lm
+        self.vocabulary = [word for word in lm.vocabulary if word not in ("<s>", "</s>", "<unk>")]
+
+    def start(self) -> int:
+        return self.lm.begin_state()
+
+    def score(self, state: int, word: str) -> Tuple[int, float]:
+        log_prob, next_state = self.lm.score_word(state, word)
+        return next_state, log_prob
+
+    def finish(self, state: int) -> float:
+        return self.lm.end_score(state)
+
+
+def decode(model: nn.Module, lines: WordLines, beam_width: int, decoder: CTCDecoder):
+    """(log-probabilities, greedy, beam and beam + LM label sequences, beam + LM words with frames)."""
     with torch.no_grad():
         log_probs = model(lines.images).log_softmax(2)  # (T, N, C)
     lengths = frame_lengths(lines)
     greedy = [labels.tolist() for labels in ctc_ext.greedy_decode(log_probs, lengths, blank=BLANK)]
     beam = [hypotheses[0][0].tolist() for hypotheses in ctc_ext.beam_search(log_probs, lengths, beam_width, BLANK)]
-    fused = []
-    if scorer is not None:
-        results = ctc_ext.beam_search(log_probs, lengths, beam_width, BLANK, top_k=beam_width, scorer=scorer)
-        for hypotheses in results:
-            # The search adds the LM score of every completed word; the last word and </s> come last.
-            rescored = [(log_prob + scorer.finish(labels.tolist()), labels.tolist()) for labels, log_prob in hypotheses]
-            fused.append(max(rescored, key=lambda pair: pair[0])[1])
-    return log_probs, greedy, beam, fused
+    best = [hypotheses[0] for hypotheses in decoder(log_probs, lengths)]
+    fused = [list(hypothesis.tokens) for hypothesis in best]
+    word_spans = [[(span.word, span.start, span.end) for span in hypothesis.words] for hypothesis in best]
+    return log_probs, greedy, beam, fused, word_spans
 
 
 def error_rates(hypotheses: Sequence[Sequence[int]], lines: WordLines) -> Tuple[float, float]:
@@ -297,25 +271,6 @@ def error_rates(hypotheses: Sequence[Sequence[int]], lines: WordLines) -> Tuple[
         labels += len(reference)
         words += len(sentence)
     return label_errors / max(labels, 1), word_errors / max(words, 1)
-
-
-def word_frames(log_probs: Tensor, labels: Sequence[int], length: int) -> List[Tuple[str, int, int]]:
-    """(word, first frame, end frame) of every word of ``labels`` on their forced alignment."""
-    if not labels:
-        return []
-    alignment, _ = ctc_ext.forced_align(
-        log_probs[:length, None], torch.tensor([labels]), [length], [len(labels)], blank=BLANK
-    )
-    spans, words, current = ctc_ext.token_spans(alignment, blank=BLANK)[0], [], []
-    for span in spans + [None]:
-        if span is None or span.label == SEPARATOR:
-            if current:
-                word = "".join(str(s.label - 1) for s in current)
-                words.append((word, current[0].start, current[-1].end))
-            current = []
-        else:
-            current.append(span)
-    return words
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -380,8 +335,17 @@ def main(argv=None) -> Dict[str, Tuple[float, float]]:
     test_sentences = sample_sentences(np.random.default_rng(args.seed + 6), grammar, args.test_lines)
     test = compose_word_lines(images, digits, held_out_pool, test_sentences, np.random.default_rng(args.seed + 7))
 
-    scorer = LanguageModelScorer(lm, args.lm_weight, args.word_score, args.unk_score)
-    log_probs, greedy, beam, fused = decode(model, test, args.beam_width, scorer)
+    decoder = CTCDecoder(
+        TOKENS,
+        lm=DecoderLanguageModel(lm),
+        lm_weight=args.lm_weight,
+        word_score=args.word_score,
+        unk_score=args.unk_score,
+        beam_width=args.beam_width,
+        blank=BLANK,
+        word_delimiter="|",
+    )
+    log_probs, greedy, beam, fused, word_spans = decode(model, test, args.beam_width, decoder)
     rows = {
         "greedy": error_rates(greedy, test),
         f"beam search (width {args.beam_width})": error_rates(beam, test),
@@ -402,7 +366,7 @@ def main(argv=None) -> Dict[str, Tuple[float, float]]:
     if not args.no_plots:
         n = args.plot_line
         length = int(frame_lengths(test)[n])
-        words = word_frames(log_probs[:, n], fused[n], length)
+        words = word_spans[n]
         try:
             path = ctc_ext.plot_alignment(
                 log_probs[:, n],

@@ -1,7 +1,6 @@
 """examples/decode_with_lm.py: word lines, the fusion scorer against the LM's own sentence score,
 and a short run of the script."""
 
-import math
 import sys
 from pathlib import Path
 
@@ -40,54 +39,44 @@ def test_word_lines_spell_their_sentences():
     assert interior_gaps[-1] >= 8 and all(gap <= 2 for gap in interior_gaps[:-1])
 
 
-def test_fusion_scores_add_up_to_the_weighted_sentence_score(tmp_path):
+def test_decoder_protocol_gives_the_language_model_scores(tmp_path):
     corpus = ["12 34 56", "34 56 12", "12 56", "56 34 34 12"]
     (tmp_path / "corpus.txt").write_text("\n".join(corpus) + "\n")
     build_arpa(tmp_path / "corpus.txt", tmp_path / "lm.arpa", order=3)
     lm = NgramLM(tmp_path / "lm.arpa")
-    scorer = example.LanguageModelScorer(lm, lm_weight=0.7, word_score=0.3, unk_score=-5.0)
-    for sentence, unknown_words in ((["12", "34"], 0), (["56", "12", "34", "56"], 0), (["12", "99"], 1)):
-        labels = example.labels_of(sentence)
-        total = sum(scorer(labels[:k], labels[k]) for k in range(len(labels))) + scorer.finish(labels)
-        # lm_weight * ln p(words </s>) + word_score * #words + unk_score * #unknown words
-        expected = 0.7 * lm.score(sentence) + 0.3 * len(sentence) + -5.0 * unknown_words
-        assert total == pytest.approx(expected, rel=1e-9)
-    assert scorer([], example.SEPARATOR) == -math.inf  # no empty words
-    assert scorer(example.labels_of(["12"]), example.SEPARATOR) == pytest.approx(
-        0.7 * lm.score_word(lm.begin_state(), "12")[0] + 0.3
-    )
+    adapter = example.DecoderLanguageModel(lm)
+    assert sorted(adapter.vocabulary) == ["12", "34", "56"]
+    for sentence in (["12", "34"], ["56", "12", "34", "56"], ["12", "99"]):
+        state, total = adapter.start(), 0.0
+        for word in sentence:
+            state, log_prob = adapter.score(state, word)
+            total += log_prob
+        assert total + adapter.finish(state) == pytest.approx(lm.score(sentence), rel=1e-12)
 
 
-def test_word_frames_follow_the_forced_alignment():
-    # Frames: 1 1 ε | 2 3 ε -> words "0" (frames 0-2) and "12" (frames 4-6).
-    classes = [1, 1, 0, example.SEPARATOR, 2, 3, 0]
-    log_probs = torch.full((len(classes), example.NUM_CLASSES), -20.0)
-    log_probs[torch.arange(len(classes)), torch.tensor(classes)] = 0.0
-    words = example.word_frames(log_probs, [1, example.SEPARATOR, 2, 3], len(classes))
-    assert words == [("0", 0, 2), ("12", 4, 6)]
+def test_decoder_with_the_language_model_corrects_a_misread_word(tmp_path):
+    """Frames that read "12 35" (35 is no word) with "34" a close second: the LM picks "12 34"."""
+    (tmp_path / "corpus.txt").write_text("12 34\n34 12\n12 34 12\n")
+    build_arpa(tmp_path / "corpus.txt", tmp_path / "lm.arpa", order=2)
+    lm = NgramLM(tmp_path / "lm.arpa")
+    frames = [2, 0, 3, example.SEPARATOR, 4, 0, 6]  # 1 ε 2 | 3 ε 5
+    log_probs = torch.full((len(frames), example.NUM_CLASSES), -12.0)
+    log_probs[torch.arange(len(frames)), torch.tensor(frames)] = -0.1
+    log_probs[6, 5] = -1.0  # "4" is the runner-up of the last frame
+    decoder_args = dict(blank=example.BLANK, word_delimiter="|", beam_width=8)
+    plain = example.CTCDecoder(example.TOKENS, **decoder_args)(log_probs[:, None])[0][0]
+    fused = example.CTCDecoder(example.TOKENS, lm=example.DecoderLanguageModel(lm), **decoder_args)(log_probs[:, None])[
+        0
+    ][0]
+    assert plain.text == "12 35" and fused.text == "12 34"
+    assert [(span.word, span.start, span.end) for span in fused.words] == [("12", 0, 3), ("34", 4, 7)]
 
 
 def test_script_runs_a_short_training_and_writes_the_picture(tmp_path, capsys):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
-    rows = example.main(
-        [
-            "--epochs",
-            "1",
-            "--lines-per-epoch",
-            "64",
-            "--batch-size",
-            "16",
-            "--test-lines",
-            "6",
-            "--corpus-sentences",
-            "200",
-            "--beam-width",
-            "4",
-            "--out-dir",
-            str(tmp_path),
-        ]
-    )
+    short_run = "--epochs 1 --lines-per-epoch 64 --batch-size 16 --test-lines 6 --corpus-sentences 200 --beam-width 4"
+    rows = example.main(short_run.split() + ["--out-dir", str(tmp_path)])
     output = capsys.readouterr().out
     assert "| decoder | label error rate | word error rate |" in output
     assert len(rows) == 3 and all(0 <= rate for pair in rows.values() for rate in pair)

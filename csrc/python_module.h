@@ -6,6 +6,8 @@
 
 namespace ctc_ext {
 
+// ctc_ext._C.NgramLanguageModel (csrc/cpu/ngram_lm_bindings.cpp).
+void bind_ngram_lm(pybind11::module_& module);
 void bind_decoder(pybind11::module_& module);  // cpu/decoder_bindings.cpp
 
 }  // namespace ctc_ext

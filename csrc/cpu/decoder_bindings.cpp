@@ -313,7 +313,7 @@ class DecoderStream {
     TORCH_CHECK(chunk_in.dim() == 2 && chunk_in.size(1) == C, "a chunk must be (T, C) with C = ", C, ", got shape ",
                 chunk_in.sizes());
     TORCH_CHECK(at::isFloatingType(chunk_in.scalar_type()), "a chunk must be floating, got ", chunk_in.scalar_type());
-    const at::Tensor chunk = with_contiguous_classes(chunk_in.detach().cpu().to(at::toOpMathType(chunk_in.scalar_type())));
+    const at::Tensor chunk = chunk_in.detach().cpu().to(at::toOpMathType(chunk_in.scalar_type())).contiguous();
     py::gil_scoped_release no_gil;
     const size_t first = log_probs_.size();
     AT_DISPATCH_FLOATING_TYPES(chunk.scalar_type(), "DecoderStream.feed", [&] {
@@ -362,7 +362,12 @@ void bind_decoder(py::module_& module) {
   py::class_<LanguageModelScorer, PrefixScorer, std::shared_ptr<LanguageModelScorer>>(module, "LanguageModelScorer")
       .def(py::init([](py::object lm, std::shared_ptr<TokenWords> words, double lm_weight, double word_score,
                        double unk_score, const std::vector<std::string>& known_words) {
-             std::shared_ptr<const WordLanguageModel> model = std::make_shared<PythonLanguageModel>(std::move(lm));
+             std::shared_ptr<const WordLanguageModel> model;
+             if (py::isinstance<NgramLanguageModel>(lm)) {
+               model = std::make_shared<NgramWordModel>(py::cast<std::shared_ptr<NgramLanguageModel>>(lm));
+             } else {
+               model = std::make_shared<PythonLanguageModel>(std::move(lm));
+             }
              return std::make_shared<LanguageModelScorer>(model, std::move(words), lm_weight, word_score, unk_score,
                                                           known_words);
            }),

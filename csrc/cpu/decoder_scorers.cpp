@@ -52,6 +52,28 @@ void WordTrie::insert(std::string_view word, int32_t value) {
 
 // ---------------------------------------------------------------------------------------------
 // Language model fusion
+namespace {
+class NgramWordModelSession : public WordLanguageModelSession {
+ public:
+  explicit NgramWordModelSession(const NgramLanguageModel& lm) : lm_(lm) {}
+  int64_t start() override { return lm_.begin_state(); }
+  double score(int64_t state, const std::string&, int32_t word_index, int64_t* next_state) override {
+    NgramLanguageModel::State next = 0;
+    const double log_prob = lm_.score(static_cast<NgramLanguageModel::State>(state), word_index, &next);
+    *next_state = next;
+    return log_prob;
+  }
+  double end(int64_t state) override { return lm_.end_score(static_cast<NgramLanguageModel::State>(state)); }
+
+ private:
+  const NgramLanguageModel& lm_;
+};
+}  // namespace
+
+std::unique_ptr<WordLanguageModelSession> NgramWordModel::begin_utterance() const {
+  return std::make_unique<NgramWordModelSession>(*lm_);
+}
+
 LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel> lm,
                                          std::shared_ptr<const TokenWords> words, double lm_weight,
                                          double word_score, double unk_score,
@@ -64,8 +86,14 @@ LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel
       has_vocabulary_(lm_->vocabulary() != nullptr) {
   if (has_vocabulary_) {
     const std::vector<std::string>& vocabulary = *lm_->vocabulary();
-    for (size_t i = 0; i < vocabulary.size(); ++i) vocabulary_.insert(vocabulary[i], static_cast<int32_t>(i));
-    for (const std::string& word : known_words) vocabulary_.insert(word, kKnownUnknown);
+    for (size_t i = 0; i < vocabulary.size(); ++i) {
+      const std::string& word = vocabulary[i];
+      if (word.empty() || word == "<s>" || word == "</s>" || word == "<unk>") continue;  // never spelled
+      vocabulary_.insert(word, static_cast<int32_t>(i));
+    }
+    for (const std::string& word : known_words) {
+      if (!word.empty()) vocabulary_.insert(word, kKnownUnknown);
+    }
   }
 }
 

@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ngram_lm.h"
 #include "prefix_search.h"
 
 namespace ctc_ext {
@@ -93,6 +94,18 @@ class WordLanguageModel {
   // nullptr when the model cannot tell.
   virtual const std::vector<std::string>* vocabulary() const = 0;
   virtual bool needs_word_text() const = 0;  // whether score() reads `word` (else only word_index)
+};
+
+// The C++ n-gram model (ngram_lm.h) as a word-level model: states are its states.
+class NgramWordModel : public WordLanguageModel {
+ public:
+  explicit NgramWordModel(std::shared_ptr<const NgramLanguageModel> lm) : lm_(std::move(lm)) {}
+  std::unique_ptr<WordLanguageModelSession> begin_utterance() const override;
+  const std::vector<std::string>* vocabulary() const override { return &lm_->vocabulary(); }
+  bool needs_word_text() const override { return false; }
+
+ private:
+  std::shared_ptr<const NgramLanguageModel> lm_;
 };
 
 // Shallow fusion: every finished word scores lm_weight * log p_lm(word | history) + word_score,

@@ -110,7 +110,7 @@ class PythonPrefixScorer : public PrefixScorer {
     function_ = py::object();
   }
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score() const override { return std::numeric_limits<double>::infinity(); }
+  double max_extension_score(int64_t) const override { return std::numeric_limits<double>::infinity(); }
 
  private:
   friend class PythonPrefixSession;

@@ -97,10 +97,12 @@ LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel
   }
 }
 
-double LanguageModelScorer::max_extension_score() const {
-  // log p_lm <= 0; a token finishes at most two words (the one before it and its own).
+double LanguageModelScorer::max_extension_score(int64_t token) const {
+  // log p_lm <= 0: only word scores (one per word the token finishes) and unk_score can be gains.
   if (lm_weight_ < 0) return std::numeric_limits<double>::infinity();
-  return 2 * std::max(0.0, word_score_) + std::max(0.0, unk_score_);
+  const TokenRole& role = words_->role(token);
+  const int finished_words = int(role.word_start) + int(role.word_end);
+  return finished_words * std::max(0.0, word_score_) + (role.piece.empty() ? 0.0 : std::max(0.0, unk_score_));
 }
 
 class LanguageModelSession : public ScorerSession {

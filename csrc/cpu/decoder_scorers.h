@@ -47,6 +47,7 @@ class TokenWords {
   std::vector<Word> words(const std::vector<int64_t>& tokens) const;
   const std::string& separator() const { return separator_; }
   int64_t size() const { return static_cast<int64_t>(roles_.size()); }
+  const TokenRole& role(int64_t token) const { return roles_[token]; }
 
  private:
   std::vector<TokenRole> roles_;
@@ -118,7 +119,7 @@ class LanguageModelScorer : public PrefixScorer {
                       double lm_weight, double word_score, double unk_score,
                       const std::vector<std::string>& known_words);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score() const override;
+  double max_extension_score(int64_t token) const override;
 
  private:
   friend class LanguageModelSession;
@@ -137,7 +138,7 @@ class LexiconScorer : public PrefixScorer {
  public:
   LexiconScorer(const std::vector<std::string>& lexicon, std::shared_ptr<const TokenWords> words);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score() const override { return 0; }
+  double max_extension_score(int64_t) const override { return 0; }
 
  private:
   friend class LexiconSession;
@@ -154,7 +155,7 @@ class HotwordScorer : public PrefixScorer {
   HotwordScorer(const std::vector<std::vector<std::string>>& phrases, const std::vector<double>& weights,
                 std::shared_ptr<const TokenWords> words);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score() const override { return max_weight_; }
+  double max_extension_score(int64_t) const override { return max_weight_; }
 
  private:
   friend class HotwordSession;

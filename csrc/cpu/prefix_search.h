@@ -51,9 +51,9 @@ class PrefixScorer {
  public:
   virtual ~PrefixScorer() = default;
   virtual std::unique_ptr<ScorerSession> begin_utterance() const = 0;
-  // An upper bound of any one extend() score; the search skips extensions that could not enter
-  // the beam even with it.  +inf when nothing is known (no such pruning then).
-  virtual double max_extension_score() const = 0;
+  // An upper bound of extend()'s score for `token`; the search skips extensions that could not
+  // enter the beam even with it.  +inf when nothing is known (no such pruning then).
+  virtual double max_extension_score(int64_t token) const = 0;
 };
 
 struct SearchOptions {
@@ -109,7 +109,8 @@ class PrefixSearch {
 
   SearchOptions options_;
   std::vector<std::unique_ptr<ScorerSession>> sessions_;
-  double max_gain_ = 0;  // sum of the scorers' max_extension_score()
+  std::vector<double> max_gain_;  // per class: sum of the scorers' max_extension_score()
+  double max_gain_any_ = 0;       // over all classes
   std::vector<Node> nodes_;
   std::vector<int64_t> node_states_;  // nodes_.size() * sessions_.size() scorer states
   std::unordered_map<int64_t, int64_t> children_;  // parent * C + label -> child node

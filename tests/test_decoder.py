@@ -9,13 +9,11 @@ import math
 
 import pytest
 import torch
+from arpa_reference import ReferenceArpa
+from test_decode import random_logits, sequence_log_likelihoods
 
 import ctc_ext
 from ctc_ext.decoder import CTCDecoder
-from ctc_ext.lm import NgramLM
-
-from arpa_reference import ReferenceArpa
-from test_decode import random_logits, sequence_log_likelihoods
 
 ARPA = """\\data\\
 ngram 1=6

@@ -55,8 +55,7 @@ class PythonLanguageModel : public WordLanguageModel {
 };
 
 double python_number(const py::handle value, const char* what) {
-  if (!py::isinstance<py::float_>(value) && !py::isinstance<py::int_>(value) &&
-      !py::hasattr(value, "__float__")) {
+  if (!py::isinstance<py::float_>(value) && !py::isinstance<py::int_>(value) && !py::hasattr(value, "__float__")) {
     throw py::type_error(std::string(what) + " must return a float, got " +
                          py::cast<std::string>(py::str(py::type::of(value).attr("__name__"))));
   }
@@ -257,8 +256,8 @@ class PrefixDecoder {
   static py::list to_python(const std::vector<Decoded>& sample) {
     py::list hypotheses;
     for (const Decoded& d : sample) {
-      hypotheses.append(py::make_tuple(d.tokens, d.token_frames, d.text, d.words, d.score, d.ctc_score,
-                                       d.scorer_score));
+      hypotheses.append(
+          py::make_tuple(d.tokens, d.token_frames, d.text, d.words, d.score, d.ctc_score, d.scorer_score));
     }
     return hypotheses;
   }
@@ -385,9 +384,8 @@ void bind_decoder(py::module_& module) {
   py::class_<PrefixDecoder, std::shared_ptr<PrefixDecoder>>(module, "PrefixDecoder")
       .def(py::init<int64_t, int64_t, int64_t, int64_t, double, double, int64_t,
                     std::vector<std::shared_ptr<PrefixScorer>>, std::shared_ptr<TokenWords>>(),
-           py::arg("num_classes"), py::arg("blank"), py::arg("beam_width"), py::arg("nbest"),
-           py::arg("beam_threshold"), py::arg("token_min_log_prob"), py::arg("max_tokens_per_frame"),
-           py::arg("scorers"), py::arg("words"))
+           py::arg("num_classes"), py::arg("blank"), py::arg("beam_width"), py::arg("nbest"), py::arg("beam_threshold"),
+           py::arg("token_min_log_prob"), py::arg("max_tokens_per_frame"), py::arg("scorers"), py::arg("words"))
       .def("decode", &PrefixDecoder::decode, py::arg("logits"), py::arg("input_lengths"), py::arg("num_threads"))
       .def("stream", [](std::shared_ptr<PrefixDecoder> self) { return std::make_shared<DecoderStream>(self); });
   py::class_<DecoderStream, std::shared_ptr<DecoderStream>>(module, "DecoderStream")

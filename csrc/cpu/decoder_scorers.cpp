@@ -75,9 +75,8 @@ std::unique_ptr<WordLanguageModelSession> NgramWordModel::begin_utterance() cons
 }
 
 LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel> lm,
-                                         std::shared_ptr<const TokenWords> words, double lm_weight,
-                                         double word_score, double unk_score,
-                                         const std::vector<std::string>& known_words)
+                                         std::shared_ptr<const TokenWords> words, double lm_weight, double word_score,
+                                         double unk_score, const std::vector<std::string>& known_words)
     : lm_(std::move(lm)),
       words_(std::move(words)),
       lm_weight_(lm_weight),
@@ -143,8 +142,8 @@ class LanguageModelSession : public ScorerSession {
  private:
   struct State {
     int64_t lm_state;
-    int32_t node;    // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
-    int64_t length;  // bytes in the partial word
+    int32_t node;      // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
+    int64_t length;    // bytes in the partial word
     std::string text;  // the partial word, kept only for models that read it
   };
 

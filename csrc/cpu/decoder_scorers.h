@@ -58,7 +58,7 @@ class TokenWords {
 class WordTrie {
  public:
   static constexpr int32_t kRoot = 0;
-  static constexpr int32_t kOff = -1;                                        // fell off the trie
+  static constexpr int32_t kOff = -1;                                       // fell off the trie
   static constexpr int32_t kNotWord = std::numeric_limits<int32_t>::min();  // a node that ends no word
 
   WordTrie() : values_(1, kNotWord) {}

@@ -8,6 +8,6 @@
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "ctc_ext's compiled library: torch.ops.ctc_ext.* and the classes bound below";
-  ctc_ext::bind_ngram_lm(module);  // before bind_decoder: its scorers take the bound LM
+  ctc_ext::bind_ngram_lm(module);
   ctc_ext::bind_decoder(module);
 }

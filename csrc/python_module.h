@@ -6,7 +6,8 @@
 
 namespace ctc_ext {
 
-void bind_ngram_lm(pybind11::module_& module);  // cpu/ngram_lm_bindings.cpp
-void bind_decoder(pybind11::module_& module);   // cpu/decoder_bindings.cpp
+// ctc_ext._C.NgramLanguageModel (csrc/cpu/ngram_lm_bindings.cpp).
+void bind_ngram_lm(pybind11::module_& module);
+void bind_decoder(pybind11::module_& module);  // cpu/decoder_bindings.cpp
 
 }  // namespace ctc_ext

@@ -2,13 +2,18 @@
 
 from ._ops import ops
 from .decode import TokenSpan, beam_search, forced_align, greedy_decode, token_spans
+from .decoder import CTCDecoder, CTCDecoderStream, Hypothesis, WordSpan
 from .functional import ctc_loss
 from .modules import CTCLoss
 from .plot import plot_alignment  # imports matplotlib only when called
 
 __all__ = [
+    "CTCDecoder",
+    "CTCDecoderStream",
     "CTCLoss",
+    "Hypothesis",
     "TokenSpan",
+    "WordSpan",
     "beam_search",
     "ctc_loss",
     "forced_align",

@@ -147,13 +147,18 @@ def beam_search(
         batch_first: take ``log_probs`` as :math:`(N, T, C)`. Default: ``False``.
         scorer: optional prefix scorer (e.g. a language model), called as
             ``scorer(prefix_labels: list[int], next_label: int) -> float`` with the log-score of
-            appending ``next_label``; it is called once per distinct extended prefix.  ``-inf`` forbids
-            the extension.  With a scorer the search runs in Python (the same algorithm, one
-            sample at a time), prefixes are ranked by
-            ``log p_ctc(prefix | x) + scorer_weight * sum of the scorer's log-scores along the
-            prefix``, and that combined score is the returned ``log_prob``.  The class shortcut
-            above is then a heuristic, as the scorer can favour an unlikely class.
+            appending ``next_label``; the C++ search calls it (with the GIL) once per distinct
+            extended prefix.  ``-inf`` forbids the extension; NaN or ``+inf`` raise ValueError.
+            Prefixes are then ranked by ``log p_ctc(prefix | x) + scorer_weight * sum of the
+            scorer's log-scores along the prefix``, and that combined score is the returned
+            ``log_prob``.  The class shortcut above is then a heuristic, as the scorer can favour
+            an unlikely class.  For word-level language models, lexicons and hotwords use
+            :class:`ctc_ext.CTCDecoder`.
         scorer_weight: weight of the scorer's log-scores. Default: 1.
+
+    Raises:
+        ValueError: naming the sample and frame, when a frame holds NaN or ``+inf`` or gives every
+            class probability 0; when ``beam_width`` would hold more than 2**20 hypotheses.
 
     Returns:
         For each of the ``N`` samples, a list of up to ``top_k`` ``(labels, log_prob)`` pairs,

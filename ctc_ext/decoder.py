@@ -15,15 +15,13 @@ import torch
 from torch import Tensor
 
 from . import _C
+from .decode import _MAX_BEAM_WIDTH as MAX_BEAM_WIDTH
 from .decode import _check_positive_int, _input_lengths_or_full, _time_major
 from .functional import Lengths
 
 __all__ = ["CTCDecoder", "CTCDecoderStream", "Hypothesis", "WordSpan", "WORD_CONVENTIONS"]
 
 WORD_CONVENTIONS = ("auto", "delimiter", "sentencepiece", "wordpiece", "characters")
-# A beam never needs to hold more hypotheses than this: wider beams are refused rather than left
-# to enumerate label sequences for minutes.
-MAX_BEAM_WIDTH = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -200,7 +198,9 @@ class CTCDecoder:
 
         _check_positive_int(beam_width, "beam_width")
         if beam_width > MAX_BEAM_WIDTH:
-            raise ValueError(f"beam_width must be at most {MAX_BEAM_WIDTH} (hypotheses held per frame), got {beam_width}")
+            raise ValueError(
+                f"beam_width must be at most {MAX_BEAM_WIDTH} (hypotheses held per frame), got {beam_width}"
+            )
         _check_positive_int(nbest, "nbest")
         self.beam_width, self.nbest = beam_width, nbest
         lm_weight = _check_number(lm_weight, "lm_weight")

@@ -52,8 +52,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> beam_search_cpu(const
       for (int64_t n = begin; n < end; ++n) {
         PrefixSearch search(options, {});
         for (int64_t t = 0; t < input_length_data[n]; ++t) {
-          frame_log_probs(frames_data + t * stride_t + n * stride_n, log_normalizer_data[t * N + n], C, frame.data(),
-                          n, t);
+          frame_log_probs(frames_data + t * stride_t + n * stride_n, log_normalizer_data[t * N + n], C, frame.data(), n,
+                          t);
           search.step(frame.data());
         }
         const std::vector<SearchHypothesis> best = search.finish(top_k);

@@ -55,8 +55,7 @@ class PythonLanguageModel : public WordLanguageModel {
 };
 
 double python_number(const py::handle value, const char* what) {
-  if (!py::isinstance<py::float_>(value) && !py::isinstance<py::int_>(value) &&
-      !py::hasattr(value, "__float__")) {
+  if (!py::isinstance<py::float_>(value) && !py::isinstance<py::int_>(value) && !py::hasattr(value, "__float__")) {
     throw py::type_error(std::string(what) + " must return a float, got " +
                          py::cast<std::string>(py::str(py::type::of(value).attr("__name__"))));
   }
@@ -110,7 +109,7 @@ class PythonPrefixScorer : public PrefixScorer {
     function_ = py::object();
   }
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score() const override { return std::numeric_limits<double>::infinity(); }
+  double max_extension_score(int64_t) const override { return std::numeric_limits<double>::infinity(); }
 
  private:
   friend class PythonPrefixSession;
@@ -257,8 +256,8 @@ class PrefixDecoder {
   static py::list to_python(const std::vector<Decoded>& sample) {
     py::list hypotheses;
     for (const Decoded& d : sample) {
-      hypotheses.append(py::make_tuple(d.tokens, d.token_frames, d.text, d.words, d.score, d.ctc_score,
-                                       d.scorer_score));
+      hypotheses.append(
+          py::make_tuple(d.tokens, d.token_frames, d.text, d.words, d.score, d.ctc_score, d.scorer_score));
     }
     return hypotheses;
   }
@@ -313,7 +312,7 @@ class DecoderStream {
     TORCH_CHECK(chunk_in.dim() == 2 && chunk_in.size(1) == C, "a chunk must be (T, C) with C = ", C, ", got shape ",
                 chunk_in.sizes());
     TORCH_CHECK(at::isFloatingType(chunk_in.scalar_type()), "a chunk must be floating, got ", chunk_in.scalar_type());
-    const at::Tensor chunk = with_contiguous_classes(chunk_in.detach().cpu().to(at::toOpMathType(chunk_in.scalar_type())));
+    const at::Tensor chunk = chunk_in.detach().cpu().to(at::toOpMathType(chunk_in.scalar_type())).contiguous();
     py::gil_scoped_release no_gil;
     const size_t first = log_probs_.size();
     AT_DISPATCH_FLOATING_TYPES(chunk.scalar_type(), "DecoderStream.feed", [&] {
@@ -362,7 +361,12 @@ void bind_decoder(py::module_& module) {
   py::class_<LanguageModelScorer, PrefixScorer, std::shared_ptr<LanguageModelScorer>>(module, "LanguageModelScorer")
       .def(py::init([](py::object lm, std::shared_ptr<TokenWords> words, double lm_weight, double word_score,
                        double unk_score, const std::vector<std::string>& known_words) {
-             std::shared_ptr<const WordLanguageModel> model = std::make_shared<PythonLanguageModel>(std::move(lm));
+             std::shared_ptr<const WordLanguageModel> model;
+             if (py::isinstance<NgramLanguageModel>(lm)) {
+               model = std::make_shared<NgramWordModel>(py::cast<std::shared_ptr<NgramLanguageModel>>(lm));
+             } else {
+               model = std::make_shared<PythonLanguageModel>(std::move(lm));
+             }
              return std::make_shared<LanguageModelScorer>(model, std::move(words), lm_weight, word_score, unk_score,
                                                           known_words);
            }),
@@ -380,9 +384,8 @@ void bind_decoder(py::module_& module) {
   py::class_<PrefixDecoder, std::shared_ptr<PrefixDecoder>>(module, "PrefixDecoder")
       .def(py::init<int64_t, int64_t, int64_t, int64_t, double, double, int64_t,
                     std::vector<std::shared_ptr<PrefixScorer>>, std::shared_ptr<TokenWords>>(),
-           py::arg("num_classes"), py::arg("blank"), py::arg("beam_width"), py::arg("nbest"),
-           py::arg("beam_threshold"), py::arg("token_min_log_prob"), py::arg("max_tokens_per_frame"),
-           py::arg("scorers"), py::arg("words"))
+           py::arg("num_classes"), py::arg("blank"), py::arg("beam_width"), py::arg("nbest"), py::arg("beam_threshold"),
+           py::arg("token_min_log_prob"), py::arg("max_tokens_per_frame"), py::arg("scorers"), py::arg("words"))
       .def("decode", &PrefixDecoder::decode, py::arg("logits"), py::arg("input_lengths"), py::arg("num_threads"))
       .def("stream", [](std::shared_ptr<PrefixDecoder> self) { return std::make_shared<DecoderStream>(self); });
   py::class_<DecoderStream, std::shared_ptr<DecoderStream>>(module, "DecoderStream")

@@ -52,10 +52,31 @@ void WordTrie::insert(std::string_view word, int32_t value) {
 
 // ---------------------------------------------------------------------------------------------
 // Language model fusion
+namespace {
+class NgramWordModelSession : public WordLanguageModelSession {
+ public:
+  explicit NgramWordModelSession(const NgramLanguageModel& lm) : lm_(lm) {}
+  int64_t start() override { return lm_.begin_state(); }
+  double score(int64_t state, const std::string&, int32_t word_index, int64_t* next_state) override {
+    NgramLanguageModel::State next = 0;
+    const double log_prob = lm_.score(static_cast<NgramLanguageModel::State>(state), word_index, &next);
+    *next_state = next;
+    return log_prob;
+  }
+  double end(int64_t state) override { return lm_.end_score(static_cast<NgramLanguageModel::State>(state)); }
+
+ private:
+  const NgramLanguageModel& lm_;
+};
+}  // namespace
+
+std::unique_ptr<WordLanguageModelSession> NgramWordModel::begin_utterance() const {
+  return std::make_unique<NgramWordModelSession>(*lm_);
+}
+
 LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel> lm,
-                                         std::shared_ptr<const TokenWords> words, double lm_weight,
-                                         double word_score, double unk_score,
-                                         const std::vector<std::string>& known_words)
+                                         std::shared_ptr<const TokenWords> words, double lm_weight, double word_score,
+                                         double unk_score, const std::vector<std::string>& known_words)
     : lm_(std::move(lm)),
       words_(std::move(words)),
       lm_weight_(lm_weight),
@@ -64,15 +85,23 @@ LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel
       has_vocabulary_(lm_->vocabulary() != nullptr) {
   if (has_vocabulary_) {
     const std::vector<std::string>& vocabulary = *lm_->vocabulary();
-    for (size_t i = 0; i < vocabulary.size(); ++i) vocabulary_.insert(vocabulary[i], static_cast<int32_t>(i));
-    for (const std::string& word : known_words) vocabulary_.insert(word, kKnownUnknown);
+    for (size_t i = 0; i < vocabulary.size(); ++i) {
+      const std::string& word = vocabulary[i];
+      if (word.empty() || word == "<s>" || word == "</s>" || word == "<unk>") continue;  // never spelled
+      vocabulary_.insert(word, static_cast<int32_t>(i));
+    }
+    for (const std::string& word : known_words) {
+      if (!word.empty()) vocabulary_.insert(word, kKnownUnknown);
+    }
   }
 }
 
-double LanguageModelScorer::max_extension_score() const {
-  // log p_lm <= 0; a token finishes at most two words (the one before it and its own).
+double LanguageModelScorer::max_extension_score(int64_t token) const {
+  // log p_lm <= 0: only word scores (one per word the token finishes) and unk_score can be gains.
   if (lm_weight_ < 0) return std::numeric_limits<double>::infinity();
-  return 2 * std::max(0.0, word_score_) + std::max(0.0, unk_score_);
+  const TokenRole& role = words_->role(token);
+  const int finished_words = int(role.word_start) + int(role.word_end);
+  return finished_words * std::max(0.0, word_score_) + (role.piece.empty() ? 0.0 : std::max(0.0, unk_score_));
 }
 
 class LanguageModelSession : public ScorerSession {
@@ -113,8 +142,8 @@ class LanguageModelSession : public ScorerSession {
  private:
   struct State {
     int64_t lm_state;
-    int32_t node;    // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
-    int64_t length;  // bytes in the partial word
+    int32_t node;      // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
+    int64_t length;    // bytes in the partial word
     std::string text;  // the partial word, kept only for models that read it
   };
 

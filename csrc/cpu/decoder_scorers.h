@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ngram_lm.h"
 #include "prefix_search.h"
 
 namespace ctc_ext {
@@ -46,6 +47,7 @@ class TokenWords {
   std::vector<Word> words(const std::vector<int64_t>& tokens) const;
   const std::string& separator() const { return separator_; }
   int64_t size() const { return static_cast<int64_t>(roles_.size()); }
+  const TokenRole& role(int64_t token) const { return roles_[token]; }
 
  private:
   std::vector<TokenRole> roles_;
@@ -56,7 +58,7 @@ class TokenWords {
 class WordTrie {
  public:
   static constexpr int32_t kRoot = 0;
-  static constexpr int32_t kOff = -1;                                        // fell off the trie
+  static constexpr int32_t kOff = -1;                                       // fell off the trie
   static constexpr int32_t kNotWord = std::numeric_limits<int32_t>::min();  // a node that ends no word
 
   WordTrie() : values_(1, kNotWord) {}
@@ -95,6 +97,18 @@ class WordLanguageModel {
   virtual bool needs_word_text() const = 0;  // whether score() reads `word` (else only word_index)
 };
 
+// The C++ n-gram model (ngram_lm.h) as a word-level model: states are its states.
+class NgramWordModel : public WordLanguageModel {
+ public:
+  explicit NgramWordModel(std::shared_ptr<const NgramLanguageModel> lm) : lm_(std::move(lm)) {}
+  std::unique_ptr<WordLanguageModelSession> begin_utterance() const override;
+  const std::vector<std::string>* vocabulary() const override { return &lm_->vocabulary(); }
+  bool needs_word_text() const override { return false; }
+
+ private:
+  std::shared_ptr<const NgramLanguageModel> lm_;
+};
+
 // Shallow fusion: every finished word scores lm_weight * log p_lm(word | history) + word_score,
 // plus unk_score when the model does not know it; a partial word that is no prefix of a known
 // word scores unk_score at once (it can only finish unknown); finish() scores the last word and
@@ -105,7 +119,7 @@ class LanguageModelScorer : public PrefixScorer {
                       double lm_weight, double word_score, double unk_score,
                       const std::vector<std::string>& known_words);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score() const override;
+  double max_extension_score(int64_t token) const override;
 
  private:
   friend class LanguageModelSession;
@@ -124,7 +138,7 @@ class LexiconScorer : public PrefixScorer {
  public:
   LexiconScorer(const std::vector<std::string>& lexicon, std::shared_ptr<const TokenWords> words);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score() const override { return 0; }
+  double max_extension_score(int64_t) const override { return 0; }
 
  private:
   friend class LexiconSession;
@@ -141,7 +155,7 @@ class HotwordScorer : public PrefixScorer {
   HotwordScorer(const std::vector<std::vector<std::string>>& phrases, const std::vector<double>& weights,
                 std::shared_ptr<const TokenWords> words);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score() const override { return max_weight_; }
+  double max_extension_score(int64_t) const override { return max_weight_; }
 
  private:
   friend class HotwordSession;

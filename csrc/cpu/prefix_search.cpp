@@ -29,10 +29,12 @@ double PrefixSearch::Hypothesis::ctc() const { return log_add(log_blank, log_non
 
 PrefixSearch::PrefixSearch(const SearchOptions& options, const std::vector<const PrefixScorer*>& scorers)
     : options_(options), rank_of_class_(options.num_classes, kNotRanked) {
+  max_gain_.assign(options.num_classes, 0.0);
   for (const PrefixScorer* scorer : scorers) {
     sessions_.push_back(scorer->begin_utterance());
-    max_gain_ += scorer->max_extension_score();
+    for (int64_t c = 0; c < options.num_classes; ++c) max_gain_[c] += scorer->max_extension_score(c);
   }
+  for (const double gain : max_gain_) max_gain_any_ = std::max(max_gain_any_, gain);
   nodes_.push_back({-1, -1, 0, 0.0});
   for (auto& session : sessions_) node_states_.push_back(session->start());
   beam_.push_back({0, 0.0, kNegInf});
@@ -50,9 +52,8 @@ int64_t PrefixSearch::class_of_rank(int64_t rank) {
     const int64_t C = options_.num_classes;
     const int64_t wanted = std::min<int64_t>(C, std::max<int64_t>({rank + 1, 2 * sorted_, 8}));
     const double* lp = frame_;
-    std::partial_sort(ranked_.begin() + sorted_, ranked_.begin() + wanted, ranked_.end(), [lp](int64_t a, int64_t b) {
-      return lp[a] > lp[b] || (lp[a] == lp[b] && a < b);
-    });
+    std::partial_sort(ranked_.begin() + sorted_, ranked_.begin() + wanted, ranked_.end(),
+                      [lp](int64_t a, int64_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
     for (int64_t r = sorted_; r < wanted; ++r) rank_of_class_[ranked_[r]] = r;
     sorted_ = wanted;
   }
@@ -156,7 +157,7 @@ void PrefixSearch::step(const double* lp) {
         break;
       }
       if (label == blank) continue;
-      if (total + lp[label] + prefix_scorer_total + max_gain_ < cutoff()) break;
+      if (total + lp[label] + prefix_scorer_total + max_gain_any_ < cutoff()) break;
       // A repeated label starts a new token only after a blank.
       const double extension = (label == last_label ? hypothesis.log_blank : total) + lp[label];
       const auto existing = children_.find(node * options_.num_classes + label);
@@ -165,7 +166,7 @@ void PrefixSearch::step(const double* lp) {
         extended.log_nonblank = log_add(extended.log_nonblank, extension);
         continue;
       }
-      if (extension == kNegInf || extension + prefix_scorer_total + max_gain_ < cutoff()) continue;
+      if (extension == kNegInf || extension + prefix_scorer_total + max_gain_[label] < cutoff()) continue;
       const int64_t extended_node = existing != children_.end() ? existing->second : child(node, label);
       const double score = extension + nodes_[extended_node].scorer_total;
       if (score == kNegInf || score < cutoff()) continue;

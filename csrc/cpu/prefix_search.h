@@ -51,9 +51,9 @@ class PrefixScorer {
  public:
   virtual ~PrefixScorer() = default;
   virtual std::unique_ptr<ScorerSession> begin_utterance() const = 0;
-  // An upper bound of any one extend() score; the search skips extensions that could not enter
-  // the beam even with it.  +inf when nothing is known (no such pruning then).
-  virtual double max_extension_score() const = 0;
+  // An upper bound of extend()'s score for `token`; the search skips extensions that could not
+  // enter the beam even with it.  +inf when nothing is known (no such pruning then).
+  virtual double max_extension_score(int64_t token) const = 0;
 };
 
 struct SearchOptions {
@@ -70,8 +70,8 @@ struct SearchOptions {
 
 struct SearchHypothesis {
   std::vector<int64_t> labels;
-  double score;      // ctc_score + scorer_score
-  double ctc_score;  // log p_ctc(labels | x)
+  double score;         // ctc_score + scorer_score
+  double ctc_score;     // log p_ctc(labels | x)
   double scorer_score;  // everything the scorers added, finish() included
 };
 
@@ -109,9 +109,10 @@ class PrefixSearch {
 
   SearchOptions options_;
   std::vector<std::unique_ptr<ScorerSession>> sessions_;
-  double max_gain_ = 0;  // sum of the scorers' max_extension_score()
+  std::vector<double> max_gain_;  // per class: sum of the scorers' max_extension_score()
+  double max_gain_any_ = 0;       // over all classes
   std::vector<Node> nodes_;
-  std::vector<int64_t> node_states_;  // nodes_.size() * sessions_.size() scorer states
+  std::vector<int64_t> node_states_;               // nodes_.size() * sessions_.size() scorer states
   std::unordered_map<int64_t, int64_t> children_;  // parent * C + label -> child node
   std::vector<Hypothesis> beam_, candidates_;
   std::vector<std::pair<double, int64_t>> scored_;  // (score, candidate index)
@@ -141,8 +142,7 @@ void frame_log_probs(const scalar_t* logits, double log_normalizer, int64_t C, d
                      int64_t frame) {
   if (!std::isfinite(log_normalizer)) {
     const bool empty = log_normalizer == -std::numeric_limits<double>::infinity();
-    throw std::invalid_argument("log_probs of sample " + std::to_string(sample) + " at frame " +
-                                std::to_string(frame) +
+    throw std::invalid_argument("log_probs of sample " + std::to_string(sample) + " at frame " + std::to_string(frame) +
                                 (empty ? " give every class probability 0 (all -inf)" : " hold NaN or +inf"));
   }
   for (int64_t c = 0; c < C; ++c) out[c] = static_cast<double>(logits[c]) - log_normalizer;

@@ -32,7 +32,6 @@ import torch
 from torch import Tensor, nn
 
 import ctc_ext
-from ctc_ext.decoder import CTCDecoder
 from ctc_ext.lm import NgramLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -228,27 +227,7 @@ def frame_lengths(lines: WordLines) -> Tensor:
 TOKENS = ["-"] + [str(digit) for digit in range(10)] + ["|"]  # the decoder's text of each class
 
 
-class DecoderLanguageModel:
-    """An :class:`~ctc_ext.lm.NgramLM` through the decoder's Python language-model protocol:
-    ``start()``, ``score(state, word) -> (next_state, log_prob)``, ``finish(state)`` and the
-    ``vocabulary`` that partial words are checked against."""
-
-    def __init__(self, lm: NgramLM):
-        self.lm = lm
-        self.vocabulary = [word for word in lm.vocabulary if word not in ("<s>", "</s>", "<unk>")]
-
-    def start(self) -> int:
-        return self.lm.begin_state()
-
-    def score(self, state: int, word: str) -> Tuple[int, float]:
-        log_prob, next_state = self.lm.score_word(state, word)
-        return next_state, log_prob
-
-    def finish(self, state: int) -> float:
-        return self.lm.end_score(state)
-
-
-def decode(model: nn.Module, lines: WordLines, beam_width: int, decoder: CTCDecoder):
+def decode(model: nn.Module, lines: WordLines, beam_width: int, decoder: ctc_ext.CTCDecoder):
     """(log-probabilities, greedy, beam and beam + LM label sequences, beam + LM words with frames)."""
     with torch.no_grad():
         log_probs = model(lines.images).log_softmax(2)  # (T, N, C)
@@ -335,9 +314,10 @@ def main(argv=None) -> Dict[str, Tuple[float, float]]:
     test_sentences = sample_sentences(np.random.default_rng(args.seed + 6), grammar, args.test_lines)
     test = compose_word_lines(images, digits, held_out_pool, test_sentences, np.random.default_rng(args.seed + 7))
 
-    decoder = CTCDecoder(
+    # The NgramLM is queried in C++ by the decoder's scorer (no Python per word).
+    decoder = ctc_ext.CTCDecoder(
         TOKENS,
-        lm=DecoderLanguageModel(lm),
+        lm=lm,
         lm_weight=args.lm_weight,
         word_score=args.word_score,
         unk_score=args.unk_score,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import ctc_ext
 from ctc_ext.lm import NgramLM, build_arpa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -39,21 +40,6 @@ def test_word_lines_spell_their_sentences():
     assert interior_gaps[-1] >= 8 and all(gap <= 2 for gap in interior_gaps[:-1])
 
 
-def test_decoder_protocol_gives_the_language_model_scores(tmp_path):
-    corpus = ["12 34 56", "34 56 12", "12 56", "56 34 34 12"]
-    (tmp_path / "corpus.txt").write_text("\n".join(corpus) + "\n")
-    build_arpa(tmp_path / "corpus.txt", tmp_path / "lm.arpa", order=3)
-    lm = NgramLM(tmp_path / "lm.arpa")
-    adapter = example.DecoderLanguageModel(lm)
-    assert sorted(adapter.vocabulary) == ["12", "34", "56"]
-    for sentence in (["12", "34"], ["56", "12", "34", "56"], ["12", "99"]):
-        state, total = adapter.start(), 0.0
-        for word in sentence:
-            state, log_prob = adapter.score(state, word)
-            total += log_prob
-        assert total + adapter.finish(state) == pytest.approx(lm.score(sentence), rel=1e-12)
-
-
 def test_decoder_with_the_language_model_corrects_a_misread_word(tmp_path):
     """Frames that read "12 35" (35 is no word) with "34" a close second: the LM picks "12 34"."""
     (tmp_path / "corpus.txt").write_text("12 34\n34 12\n12 34 12\n")
@@ -64,10 +50,8 @@ def test_decoder_with_the_language_model_corrects_a_misread_word(tmp_path):
     log_probs[torch.arange(len(frames)), torch.tensor(frames)] = -0.1
     log_probs[6, 5] = -1.0  # "4" is the runner-up of the last frame
     decoder_args = dict(blank=example.BLANK, word_delimiter="|", beam_width=8)
-    plain = example.CTCDecoder(example.TOKENS, **decoder_args)(log_probs[:, None])[0][0]
-    fused = example.CTCDecoder(example.TOKENS, lm=example.DecoderLanguageModel(lm), **decoder_args)(log_probs[:, None])[
-        0
-    ][0]
+    plain = ctc_ext.CTCDecoder(example.TOKENS, **decoder_args)(log_probs[:, None])[0][0]
+    fused = ctc_ext.CTCDecoder(example.TOKENS, lm=lm, **decoder_args)(log_probs[:, None])[0][0]
     assert plain.text == "12 35" and fused.text == "12 34"
     assert [(span.word, span.start, span.end) for span in fused.words] == [("12", 0, 3), ("34", 4, 7)]
 

@@ -9,4 +9,6 @@
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "ctc_ext's compiled library: torch.ops.ctc_ext.* and the classes bound below";
   ctc_ext::bind_autograd_nodes(module);
+  ctc_ext::bind_ngram_lm(module);
+  ctc_ext::bind_decoder(module);
 }

@@ -10,4 +10,8 @@ namespace ctc_ext {
 // <CTCLossBackward object at ...> like torch's own nodes (csrc/autograd/python_nodes.cpp).
 void bind_autograd_nodes(pybind11::module_& module);
 
+// ctc_ext._C.NgramLanguageModel (csrc/cpu/ngram_lm_bindings.cpp).
+void bind_ngram_lm(pybind11::module_& module);
+void bind_decoder(pybind11::module_& module);  // cpu/decoder_bindings.cpp
+
 }  // namespace ctc_ext

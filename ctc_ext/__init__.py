@@ -3,6 +3,7 @@
 from ._ops import ops
 from .autograd import CTCLossFunction
 from .decode import TokenSpan, beam_search, forced_align, greedy_decode, token_spans
+from .decoder import CTCDecoder, CTCDecoderStream, Hypothesis, WordSpan
 from .errors import CTCArgumentError
 from .functional import ctc_loss
 from .modules import CTCLoss
@@ -10,9 +11,13 @@ from .plot import plot_alignment  # imports matplotlib only when called
 
 __all__ = [
     "CTCArgumentError",
+    "CTCDecoder",
+    "CTCDecoderStream",
     "CTCLoss",
     "CTCLossFunction",
+    "Hypothesis",
     "TokenSpan",
+    "WordSpan",
     "beam_search",
     "ctc_loss",
     "forced_align",

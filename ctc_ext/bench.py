@@ -177,6 +177,12 @@ def build_parser():
         help="also time the decoders (greedy_decode, beam_search widths 4 and 16, forced_align of "
         "targets of length S) on the T,N,C,S of each shape, CPU float32, in frames/s",
     )
+    parser.add_argument(
+        "--decode-lm",
+        action="store_true",
+        help="with --decode: also time ctc_ext.CTCDecoder with and without a 2-gram LM at beams 10, 50, 100 "
+        "(characters C=30, word pieces C=500), against pyctcdecode when installed (pip install 'ctc_ext[lm-compare]')",
+    )
     return parser
 
 
@@ -572,7 +578,13 @@ def decode_rows(options):
     print(f"decoders, cpu float32, {torch.get_num_threads()} threads ...", file=sys.stderr, flush=True)
     rows = bench_decode.benchmark_rows(shapes, repeats=options.repeat, seed=options.seed)
     print(bench_decode.format_table(rows))
-    return [dict(row, device="cpu", dtype="float32") for row in rows]
+    rows = [dict(row, device="cpu", dtype="float32") for row in rows]
+    if options.decode_lm:
+        print("CTCDecoder with and without a language model ...", file=sys.stderr, flush=True)
+        lm_rows = bench_decode.lm_benchmark_rows(repeats=options.repeat)
+        print(bench_decode.format_lm_table(lm_rows))
+        rows += [dict(row, op="CTCDecoder", device="cpu", dtype="float32") for row in lm_rows]
+    return rows
 
 
 def main(argv=None):

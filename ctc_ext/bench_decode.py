@@ -144,3 +144,162 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ----------------------------------------------------------------------------------------------
+# CTCDecoder with and without a language model, against pyctcdecode when installed.
+LETTERS = [chr(ord("a") + i) for i in range(26)]
+
+
+def synthetic_lm_task(vocabulary: str, T: int, N: int, workdir: str, seed: int = 0, confidence: float = 2.0):
+    """A weak model's output on sentences of a toy language, and a 2-gram ARPA model of it.
+
+    ``vocabulary``: "characters" (C = 30: blank, "|", a-z, "'", ".") or "word-pieces" (C = 500,
+    SentencePiece style: "▁word" tokens and pieces).  Each token of the true text holds 1-3
+    frames (blanks between), and the frames are noise plus ``confidence`` on the true class, so
+    the greedy output has errors a language model can fix.  Returns (tokens, logits (T, N, C),
+    arpa path, texts)."""
+    import os
+    import random
+
+    from .lm import estimate_kneser_ney
+
+    rng = random.Random(seed)
+    words = sorted({"".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 7))) for _ in range(300)})
+    successors = {w: rng.sample(words, 8) for w in words}
+    sentences = []
+    for _ in range(3000):
+        word, sentence = rng.choice(words), []
+        for _ in range(rng.randint(3, 15)):
+            sentence.append(word)
+            word = rng.choice(successors[word]) if rng.random() < 0.8 else rng.choice(words)
+        sentences.append(" ".join(sentence))
+    arpa = os.path.join(workdir, f"toy_{seed}.arpa")
+    with open(arpa, "w", encoding="utf-8") as stream:
+        estimate_kneser_ney(sentences, order=2).write_arpa(stream)
+    if vocabulary == "characters":
+        tokens = ["-", "|"] + LETTERS + ["'", "."]
+
+        def spell(text):
+            return [tokens.index("|" if ch == " " else ch) for ch in text]
+    else:
+        whole = ["▁" + w for w in words[:200]]
+        pieces = ["▁" + ch for ch in LETTERS] + LETTERS
+        extra = sorted({a + b for a in LETTERS for b in LETTERS} - set(whole))[: 500 - 1 - len(whole) - len(pieces)]
+        tokens = ["-"] + whole + pieces + extra
+        index = {t: i for i, t in enumerate(tokens)}
+
+        def spell(text):
+            out = []
+            for word in text.split():
+                if "▁" + word in index:
+                    out.append(index["▁" + word])
+                else:
+                    out.append(index["▁" + word[0]])
+                    out += [index[ch] for ch in word[1:]]
+            return out
+
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, N, len(tokens), generator=generator)
+    texts = []
+    for n in range(N):
+        t, text = 0, []
+        while True:
+            sentence = rng.choice(sentences)
+            labels = spell(" ".join(text + sentence.split()))
+            if 3 * len(labels) > T:
+                break
+            text += sentence.split()
+        t = 0
+        for label in spell(" ".join(text)):
+            for _ in range(rng.randint(1, 2)):
+                logits[t, n, label] += confidence + 2
+                t += 1
+            logits[t, n, 0] += confidence + 2
+            t += 1
+        logits[t:, n, 0] += confidence + 2
+        texts.append(" ".join(text))
+    return tokens, logits, arpa, texts
+
+
+def lm_benchmark_rows(
+    repeats: int = 3, beam_widths=(10, 50, 100), N: int = 16, lm_weight: float = 0.5, word_score: float = 1.0
+) -> List[Dict]:
+    """Utterances per second of ctc_ext.CTCDecoder (1 thread and all threads) and pyctcdecode
+    (when installed; one process), with and without the 2-gram LM, characters (T=200, C=30)
+    and word pieces (T=500, C=500)."""
+    import math
+    import tempfile
+
+    try:
+        import pyctcdecode
+    except ImportError:
+        pyctcdecode = None
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for vocabulary, T in (("characters", 200), ("word-pieces", 500)):
+            tokens, logits, arpa, _ = synthetic_lm_task(vocabulary, T, N, workdir)
+            log_probs = logits.log_softmax(2)
+            per_sample = [log_probs[:, n].numpy() for n in range(N)]
+            for with_lm in (False, True):
+                for beam_width in beam_widths:
+                    row = dict(vocabulary=vocabulary, T=T, N=N, C=len(tokens), lm=with_lm, beam_width=beam_width)
+                    for threads in (1, torch.get_num_threads()):
+                        decoder = ctc_ext.CTCDecoder(
+                            tokens,
+                            lm=arpa if with_lm else None,
+                            lm_weight=lm_weight,
+                            word_score=word_score,
+                            beam_width=beam_width,
+                            num_threads=threads,
+                        )
+                        row[f"ours_{threads}_threads_utt_per_s"] = N / median_time(lambda: decoder(log_probs), repeats)
+                    # pyctcdecode's default pruning (beam_prune_logp=-10, token_min_logp=-5), one thread.
+                    pruned = ctc_ext.CTCDecoder(
+                        tokens,
+                        lm=arpa if with_lm else None,
+                        lm_weight=lm_weight,
+                        word_score=word_score,
+                        beam_width=beam_width,
+                        beam_threshold=10.0,
+                        token_min_log_prob=-5.0,
+                        num_threads=1,
+                    )
+                    row["ours_pruned_utt_per_s"] = N / median_time(lambda: pruned(log_probs), repeats)
+                    row["threads"] = torch.get_num_threads()
+                    if pyctcdecode is not None:
+                        labels = [""] + [" " if t == "|" else t for t in tokens[1:]]
+                        reference = pyctcdecode.build_ctcdecoder(
+                            labels, kenlm_model_path=arpa if with_lm else None, alpha=lm_weight, beta=word_score
+                        )
+                        seconds = median_time(
+                            lambda: [reference.decode(x, beam_width=beam_width) for x in per_sample],
+                            max(1, repeats // 2),
+                        )
+                        row["pyctcdecode_utt_per_s"] = N / seconds
+                    else:
+                        row["pyctcdecode_utt_per_s"] = math.nan
+                    rows.append(row)
+    return rows
+
+
+def format_lm_table(rows: List[Dict]) -> str:
+    threads = rows[0]["threads"] if rows else 1
+    lines = [
+        f"| vocabulary | T | C | LM | beam | ours 1 thread (utt/s) | ours {threads} threads | ours pruned as "
+        "pyctcdecode, 1 thread | pyctcdecode | ours / pyctcdecode (1 thread, exact / pruned) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        one, many, ref = (
+            row["ours_1_threads_utt_per_s"],
+            row[f"ours_{threads}_threads_utt_per_s"],
+            row["pyctcdecode_utt_per_s"],
+        )
+        pruned = row["ours_pruned_utt_per_s"]
+        ratio = "" if ref != ref else f"{one / ref:.1f}x / {pruned / ref:.1f}x"
+        lines.append(
+            f"| {row['vocabulary']} | {row['T']} | {row['C']} | {'2-gram' if row['lm'] else 'none'} | "
+            f"{row['beam_width']} | {one:,.1f} | {many:,.1f} | {pruned:,.1f} | {ref:,.1f} | {ratio} |"
+        )
+    return "\n".join(lines)

@@ -14,7 +14,8 @@ from typing import Callable, List, NamedTuple, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ._ops import accumulate_dtype, ops
+from . import _C
+from ._ops import ops
 from .errors import CTCArgumentError
 from .functional import Lengths, _as_length_tensor, _check_blank
 
@@ -22,6 +23,9 @@ __all__ = ["greedy_decode", "beam_search", "forced_align", "token_spans", "Token
 
 # scorer(prefix_labels, next_label) -> log-score of appending next_label to prefix_labels.
 PrefixScorer = Callable[[List[int], int], float]
+
+# The most hypotheses a beam may hold; wider beams are refused.
+_MAX_BEAM_WIDTH = 1 << 20
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -145,13 +149,18 @@ def beam_search(
         batch_first: take ``log_probs`` as :math:`(N, T, C)`. Default: ``False``.
         scorer: optional prefix scorer (e.g. a language model), called as
             ``scorer(prefix_labels: list[int], next_label: int) -> float`` with the log-score of
-            appending ``next_label``; it is called once per distinct extended prefix.  ``-inf`` forbids
-            the extension.  With a scorer the search runs in Python (the same algorithm, one
-            sample at a time), prefixes are ranked by
-            ``log p_ctc(prefix | x) + scorer_weight * sum of the scorer's log-scores along the
-            prefix``, and that combined score is the returned ``log_prob``.  The class shortcut
-            above is then a heuristic, as the scorer can favour an unlikely class.
+            appending ``next_label``; the C++ search calls it (with the GIL) once per distinct
+            extended prefix.  ``-inf`` forbids the extension; NaN or ``+inf`` raise ValueError.
+            Prefixes are then ranked by ``log p_ctc(prefix | x) + scorer_weight * sum of the
+            scorer's log-scores along the prefix``, and that combined score is the returned
+            ``log_prob``.  The class shortcut above is then a heuristic, as the scorer can favour
+            an unlikely class.  For word-level language models, lexicons and hotwords use
+            :class:`ctc_ext.CTCDecoder`.
         scorer_weight: weight of the scorer's log-scores. Default: 1.
+
+    Raises:
+        ValueError: naming the sample and frame, when a frame holds NaN or ``+inf`` or gives every
+            class probability 0; when ``beam_width`` would hold more than 2**20 hypotheses.
 
     Returns:
         For each of the ``N`` samples, a list of up to ``top_k`` ``(labels, log_prob)`` pairs,
@@ -175,18 +184,36 @@ def beam_search(
             raise TypeError(f"scorer must be callable(prefix_labels, next_label) -> float, got {scorer!r}")
         if isinstance(scorer_weight, bool) or not isinstance(scorer_weight, (int, float)):
             raise TypeError(f"scorer_weight must be a float, got {type(scorer_weight).__name__}")
-        # The op checks lengths and the shapes; its result is discarded.  Cheap next to the search.
-        ops.greedy_decode(logits, lengths, blank)
-        frame_log_probs = logits.to(accumulate_dtype(logits.dtype)).log_softmax(2)
-        return [
-            _scored_beam_search(
-                frame_log_probs[:length, n].tolist(), blank, beam_width, top_k, scorer, float(scorer_weight)
-            )
-            for n, length in enumerate(lengths.tolist())
-        ]
+        if math.isnan(scorer_weight):
+            raise ValueError("scorer_weight must be a number, got nan")
     # A search never holds more than beam_width hypotheses, nor more than there are label
     # sequences of at most T labels: no need for wider padded outputs.
     slots = _count_label_sequences(logits.shape[0], logits.shape[2] - 1, limit=min(top_k, beam_width))
+    held = _count_label_sequences(logits.shape[0], logits.shape[2] - 1, limit=beam_width)
+    if held > _MAX_BEAM_WIDTH:
+        raise ValueError(
+            f"beam_width {beam_width} would hold up to {held} hypotheses per frame; at most {_MAX_BEAM_WIDTH} "
+            "can be held (a beam that wide enumerates label sequences for minutes)"
+        )
+    if scorer is not None:
+        # The shared C++ search, calling the scorer (with the GIL) once per new prefix.  Classes
+        # outside a frame's beam_width + 2 likeliest do not extend prefixes: a heuristic here.
+        max_tokens = beam_width + 2 if beam_width + 2 < logits.shape[2] else 0
+        decoder = _C.PrefixDecoder(
+            logits.shape[2],
+            blank,
+            beam_width,
+            slots,
+            math.inf,
+            -math.inf,
+            max_tokens,
+            [_C.PythonPrefixScorer(scorer, float(scorer_weight))],
+            None,
+        )
+        return [
+            [(torch.tensor(tokens, dtype=torch.int64), score) for tokens, _, _, _, score, _, _ in sample]
+            for sample in decoder.decode(logits, lengths, 1)
+        ]
     labels, label_lengths, hypothesis_log_probs, num_hypotheses = ops.beam_search(
         logits, lengths, blank, beam_width, slots
     )
@@ -207,72 +234,6 @@ def _count_label_sequences(max_length: int, num_labels: int, limit: int) -> int:
             break
         sequences_of_length *= num_labels
     return min(count, limit)
-
-
-def _log_add(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    high, low = (a, b) if a > b else (b, a)
-    return high + math.log1p(math.exp(low - high))
-
-
-def _scored_beam_search(
-    frames: List[List[float]], blank: int, beam_width: int, top_k: int, scorer: PrefixScorer, scorer_weight: float
-) -> List[Tuple[Tensor, float]]:
-    """The prefix beam search of csrc/cpu/beam_search_cpu.cpp for one sample, with a scorer.
-
-    ``frames``: (T_n, C) log-probabilities as nested lists.  Prefixes are tuples of labels.
-    """
-    # prefix -> [log p(prefix, ends in blank), log p(prefix, ends in its last label)]
-    beam = {(): [0.0, -math.inf]}
-    scorer_total = {(): 0.0}  # prefix -> scorer_weight * sum of the scorer's log-scores along it
-
-    def extension_score(prefix, label):
-        extended = prefix + (label,)
-        if extended not in scorer_total:
-            scorer_total[extended] = scorer_total[prefix] + scorer_weight * float(scorer(list(prefix), label))
-        return extended
-
-    for frame in frames:
-        num_classes = len(frame)
-        if beam_width + 2 >= num_classes:
-            candidate_classes = range(num_classes)
-        else:
-            candidate_classes = sorted(range(num_classes), key=lambda c: -frame[c])[: beam_width + 2]
-        following = {}
-        labels_into_beam = {}  # prefix -> last labels of its children in the beam
-        for prefix in beam:
-            if prefix:
-                labels_into_beam.setdefault(prefix[:-1], set()).add(prefix[-1])
-        for prefix, (log_blank, log_nonblank) in beam.items():
-            total = _log_add(log_blank, log_nonblank)
-            same = following.setdefault(prefix, [-math.inf, -math.inf])
-            same[0] = _log_add(same[0], total + frame[blank])
-            if prefix:
-                same[1] = _log_add(same[1], log_nonblank + frame[prefix[-1]])
-            # Extensions into prefixes already in the beam are always added (as in the C++ search).
-            labels = set(candidate_classes) | labels_into_beam.get(prefix, set())
-            for label in labels:
-                if label == blank:
-                    continue
-                extension = (log_blank if prefix and label == prefix[-1] else total) + frame[label]
-                extended = extension_score(prefix, label)
-                entry = following.setdefault(extended, [-math.inf, -math.inf])
-                entry[1] = _log_add(entry[1], extension)
-        ranked = []
-        for prefix, (log_blank, log_nonblank) in following.items():
-            score = _log_add(log_blank, log_nonblank) + scorer_total[prefix]
-            if score > -math.inf:
-                ranked.append((score, prefix))
-        ranked.sort(key=lambda item: -item[0])
-        beam = {prefix: following[prefix] for _, prefix in ranked[:beam_width]}
-    results = sorted(
-        ((_log_add(*scores) + scorer_total[prefix], prefix) for prefix, scores in beam.items()),
-        key=lambda item: -item[0],
-    )
-    return [(torch.tensor(prefix, dtype=torch.int64), score) for score, prefix in results[:top_k]]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,381 @@
+"""ctc_ext.CTCDecoder against brute force: on tiny inputs every label sequence is enumerated, its
+CTC log-likelihood taken from the built-in F.ctc_loss (float64) and its fused score computed here
+from the words it spells (split by this file's own rules) and an independent ARPA reader
+(tests/arpa_reference.py).  With pruning off and a beam that holds every prefix, the decoder's
+n-best list must be that ranking.  Also: streams, threads, text conventions, bad input."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from arpa_reference import ReferenceArpa
+from test_decode import random_logits, sequence_log_likelihoods
+
+import ctc_ext
+from ctc_ext.decoder import CTCDecoder
+
+ARPA = """\\data\\
+ngram 1=6
+ngram 2=5
+
+\\1-grams:
+-1.0\t<s>\t-0.3
+-0.9\t</s>
+-2.0\t<unk>
+-0.5\ta\t-0.2
+-0.7\tab\t-0.4
+-0.8\tbb\t-0.1
+
+\\2-grams:
+-0.2\t<s> a
+-0.3\ta ab
+-0.4\tab </s>
+-0.6\tbb bb
+-0.1\ta </s>
+
+\\end\\
+"""
+
+
+@pytest.fixture(scope="module")
+def arpa_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lm") / "tiny.arpa"
+    path.write_text(ARPA)
+    return str(path)
+
+
+class ReferenceLM:
+    """The Python language-model protocol over the reference ARPA reader."""
+
+    def __init__(self, path):
+        self.reference = ReferenceArpa(path)
+        self.vocabulary = [w for w in self.reference.vocabulary if w not in ("<s>", "</s>", "<unk>")]
+
+    def start(self):
+        return ("<s>",)
+
+    def score(self, state, word):
+        return state + (word,), self.reference.ln_prob(word, state)
+
+    def finish(self, state):
+        return self.reference.ln_prob("</s>", state)
+
+
+def words_of(tokens, labels, convention):
+    """The words a label sequence spells, by this file's reading of each convention."""
+    pieces = [tokens[c] for c in labels]
+    if convention == "delimiter":
+        return [w for w in "".join(pieces).split("|") if w]
+    if convention == "sentencepiece":
+        return "".join(p.replace("▁", " ") for p in pieces).split()
+    return list(pieces)  # characters
+
+
+def fused_score(words, reference, lm_weight, word_score, unk_score, known=(), hotword_gains=None):
+    vocabulary = set(reference.vocabulary) - {"<s>", "</s>", "<unk>"}
+    history, total = ["<s>"], 0.0
+    for word in words:
+        total += lm_weight * reference.ln_prob(word, history) + word_score
+        if word not in vocabulary and word not in known:
+            total += unk_score
+        history.append(word)
+    total += lm_weight * reference.ln_prob("</s>", history)
+    return total + (hotword_gains(words) if hotword_gains else 0.0)
+
+
+def brute_force_ranking(logits, tokens, blank, score_of_words, convention, allowed=lambda words: True):
+    labels = [c for c in range(len(tokens)) if c != blank]
+    T = logits.shape[0]
+    sequences = [list(s) for n in range(T + 1) for s in itertools.product(labels, repeat=n)]
+    ctc = sequence_log_likelihoods(logits.log_softmax(-1), sequences, blank)
+    ranked = []
+    for sequence, ctc_score in zip(sequences, ctc):
+        words = words_of(tokens, sequence, convention)
+        if ctc_score > -math.inf and allowed(words):
+            ranked.append((ctc_score + score_of_words(words), ctc_score, sequence))
+    ranked.sort(key=lambda item: -item[0])
+    return ranked, len(sequences)
+
+
+def assert_nbest_is_ranking(hypotheses, ranked, count):
+    # 1e-6: the C++ n-gram model holds its log-probabilities in float32.
+    assert len(hypotheses) == min(count, len(ranked))
+    for hypothesis, (score, ctc_score, sequence) in zip(hypotheses, ranked):
+        assert hypothesis.tokens == sequence
+        assert hypothesis.score == pytest.approx(score, abs=1e-6)
+        assert hypothesis.ctc_score == pytest.approx(ctc_score, abs=1e-6)
+        assert hypothesis.lm_score == pytest.approx(score - ctc_score, abs=1e-6)
+
+
+CASES = [
+    ("delimiter", ["-", "|", "a", "b"], 5),
+    ("sentencepiece", ["-", "▁a", "▁b", "a", "b"], 4),
+    ("characters", ["-", "a", "b", "c"], 4),
+]
+
+
+@pytest.mark.parametrize("convention,tokens,T", CASES)
+@pytest.mark.parametrize("lm_kind", ["arpa", "python"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nbest_equals_brute_force_fused_ranking(arpa_path, convention, tokens, T, lm_kind, seed):
+    logits = random_logits(T, 1, len(tokens), seed=50 + seed) * 0.6
+    lm_weight, word_score, unk_score = 0.8, 0.4 - seed, -1.5
+    reference = ReferenceArpa(arpa_path)
+    ranked, count = brute_force_ranking(
+        logits[:, 0],
+        tokens,
+        0,
+        lambda words: fused_score(words, reference, lm_weight, word_score, unk_score),
+        convention,
+    )
+    lm = arpa_path if lm_kind == "arpa" else ReferenceLM(arpa_path)
+    decoder = CTCDecoder(
+        tokens, lm=lm, lm_weight=lm_weight, word_score=word_score, unk_score=unk_score, beam_width=count, nbest=12
+    )
+    assert decoder.word_convention == convention
+    assert_nbest_is_ranking(decoder(logits)[0], ranked, 12)
+
+
+def test_python_lm_without_vocabulary_gives_no_unknown_penalty():
+    tokens, T = ["-", "|", "a", "b"], 4
+    logits = random_logits(T, 1, 4, seed=60)
+
+    class BigramCount:  # favours short words, knows nothing of a vocabulary
+        def start(self):
+            return 0
+
+        def score(self, state, word):
+            return state + 1, -0.5 * len(word) - 0.1 * state
+
+        def finish(self, state):
+            return -0.2 * state
+
+    def lm_score(words):
+        return 0.9 * (sum(-0.5 * len(w) - 0.1 * i for i, w in enumerate(words)) - 0.2 * len(words))
+
+    ranked, count = brute_force_ranking(logits[:, 0], tokens, 0, lm_score, "delimiter")
+    decoder = CTCDecoder(tokens, lm=BigramCount(), lm_weight=0.9, unk_score=-100.0, beam_width=count, nbest=8)
+    assert_nbest_is_ranking(decoder(logits)[0], ranked, 8)
+
+
+def test_lexicon_constrains_words_exactly(arpa_path):
+    tokens, T = ["-", "|", "a", "b"], 5
+    logits = random_logits(T, 1, 4, seed=61)
+    lexicon = ["ab", "b", "bab"]
+    reference = ReferenceArpa(arpa_path)
+    for lm in (None, arpa_path):
+
+        def score(words):
+            return fused_score(words, reference, 0.5, 0.2, -3.0, known=lexicon) if lm else 0.0
+
+        ranked, count = brute_force_ranking(
+            logits[:, 0], tokens, 0, score, "delimiter", allowed=lambda words: all(w in lexicon for w in words)
+        )
+        decoder = CTCDecoder(
+            tokens, lm=lm, lexicon=lexicon, lm_weight=0.5, word_score=0.2, unk_score=-3.0, beam_width=count, nbest=6
+        )
+        assert_nbest_is_ranking(decoder(logits)[0], ranked, 6)
+
+
+def test_hotwords_gain_their_weight_per_occurrence_even_outside_the_lm_vocabulary(arpa_path):
+    tokens, T = ["-", "|", "a", "b"], 5
+    logits = random_logits(T, 1, 4, seed=62)
+    reference = ReferenceArpa(arpa_path)
+    weights = {"ba": 2.5, "bb": 1.0}  # "ba" is not in the model
+
+    def gains(words):
+        return sum(weights.get(w, 0.0) for w in words)
+
+    ranked, count = brute_force_ranking(
+        logits[:, 0],
+        tokens,
+        0,
+        lambda words: fused_score(words, reference, 0.7, 0.0, -4.0, known=weights, hotword_gains=gains),
+        "delimiter",
+    )
+    decoder = CTCDecoder(
+        tokens, lm=arpa_path, hotwords=list(weights.items()), lm_weight=0.7, unk_score=-4.0, beam_width=count, nbest=8
+    )
+    assert_nbest_is_ranking(decoder(logits)[0], ranked, 8)
+
+
+def test_multi_word_hotword_gains_only_when_whole():
+    tokens, T = ["-", "|", "a", "b"], 5
+    logits = random_logits(T, 1, 4, seed=63)
+
+    def gains(words):
+        return 3.0 * sum(1 for i in range(len(words) - 1) if words[i : i + 2] == ["a", "b"])
+
+    ranked, count = brute_force_ranking(logits[:, 0], tokens, 0, gains, "delimiter")
+    decoder = CTCDecoder(tokens, hotwords=[("a b", 3.0)], beam_width=count, nbest=8)
+    assert_nbest_is_ranking(decoder(logits)[0], ranked, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Text, words and frames
+def peaked(tokens, path, low=-8.0):
+    """(T, 1, C) logits whose best path is `path` (token strings, '-' for blank)."""
+    logits = torch.full((len(path), 1, len(tokens)), low, dtype=torch.float64)
+    for t, token in enumerate(path):
+        logits[t, 0, tokens.index(token)] = 8.0
+    return logits
+
+
+def test_text_keeps_repeated_letters_and_gives_word_frames():
+    tokens = ["-", "|", "h", "e", "l", "o", "w", "r", "d"]
+    path = ["h", "e", "l", "-", "l", "o", "|", "|", "w", "o", "r", "l", "d", "-"]
+    best = CTCDecoder(tokens, beam_width=4)(peaked(tokens, path))[0][0]
+    assert best.text == "hello world"
+    assert [(w.word, w.start, w.end) for w in best.words] == [("hello", 0, 6), ("world", 8, 13)]
+    assert best.token_frames[3] == (4, 5)  # the second "l", after the blank
+
+
+@pytest.mark.parametrize(
+    "tokens,path,text",
+    [
+        (["<pad>", "▁the", "▁ca", "t", "s"], ["▁the", "▁ca", "t", "s"], "the cats"),
+        (["[PAD]", "the", "ca", "##t", "##s"], ["the", "ca", "##t", "##s"], "the cats"),
+        (["-", "北", "京"], ["北", "-", "京"], "北京"),
+    ],
+)
+def test_word_conventions(tokens, path, text):
+    best = CTCDecoder(tokens, beam_width=4)(peaked(tokens, path))[0][0]
+    assert best.text == text
+
+
+def test_stream_fed_in_chunks_equals_whole_utterance(arpa_path):
+    tokens = ["-", "|", "a", "b"]
+    logits = random_logits(40, 1, 4, seed=64, dtype=torch.float32)
+    decoder = CTCDecoder(tokens, lm=arpa_path, hotwords=["ba"], beam_width=6, nbest=3)
+    whole = decoder(logits)[0]
+    for cuts in ([0, 40], [0, 1, 7, 8, 30, 40], list(range(41))):
+        stream = decoder.stream()
+        for begin, end in zip(cuts, cuts[1:]):
+            stream.feed(logits[begin:end, 0])
+        assert stream.finish() == whole
+
+
+def test_two_threads_equal_one_and_batch_equals_samples_alone(arpa_path):
+    tokens = ["-", "|", "a", "b"]
+    logits = random_logits(30, 7, 4, seed=65, dtype=torch.float32)
+    lengths = [30, 0, 5, 29, 17, 30, 1]
+    one = CTCDecoder(tokens, lm=arpa_path, beam_width=8, nbest=2, num_threads=1)(logits, lengths)
+    two = CTCDecoder(tokens, lm=ReferenceLM(arpa_path), beam_width=8, nbest=2, num_threads=2)(logits, lengths)
+    for a, b in zip(one, two):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-6)  # float32 model
+    decoder = CTCDecoder(tokens, lm=arpa_path, beam_width=8, nbest=2, num_threads=2)
+    batch_first = decoder(logits.transpose(0, 1), torch.tensor(lengths), batch_first=True)
+    for n, length in enumerate(lengths):
+        assert batch_first[n] == one[n] == decoder(logits[:length, n : n + 1])[0]
+
+
+def test_pruning_knobs_off_by_default_and_wide_threshold_changes_nothing(arpa_path):
+    tokens = ["-", "|", "a", "b"]
+    logits = random_logits(30, 3, 4, seed=66)
+    plain = CTCDecoder(tokens, lm=arpa_path, beam_width=5, nbest=5)(logits)
+    loose = CTCDecoder(tokens, lm=arpa_path, beam_width=5, nbest=5, beam_threshold=1e6, token_min_log_prob=-1e6)(logits)
+    assert plain == loose
+    tight = CTCDecoder(tokens, lm=arpa_path, beam_width=5, nbest=5, beam_threshold=0.5)(logits)
+    assert all(h.score >= sample[0].score - 0.5 - 1e-9 for sample in tight for h in sample)
+
+
+def test_without_scorers_the_decoder_equals_beam_search():
+    tokens = ["-"] + [chr(ord("a") + i) for i in range(11)]
+    logits = random_logits(25, 3, 12, seed=67)
+    expected = ctc_ext.beam_search(logits, beam_width=7, top_k=3)
+    for sample, reference in zip(CTCDecoder(tokens, beam_width=7, nbest=3)(logits), expected):
+        assert [h.tokens for h in sample] == [labels.tolist() for labels, _ in reference]
+        assert [h.score for h in sample] == pytest.approx([p for _, p in reference], abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+TOKENS = ["-", "|", "a", "b"]
+
+
+@pytest.mark.parametrize(
+    "make,error,message",
+    [
+        (lambda: CTCDecoder(TOKENS, blank=4), ValueError, "blank must be in"),
+        (lambda: CTCDecoder(TOKENS, blank="_"), ValueError, "blank token '_' is not among the tokens"),
+        (lambda: CTCDecoder("abc"), TypeError, "tokens must be a list of strings"),
+        (lambda: CTCDecoder(TOKENS, hotwords=["abc"]), ValueError, r"hotword 'abc' has characters that no token"),
+        (lambda: CTCDecoder(TOKENS, lexicon=["ax"]), ValueError, "lexicon word 'ax' has characters"),
+        (lambda: CTCDecoder(TOKENS, lm_weight=math.nan), ValueError, "lm_weight must be a finite number"),
+        (lambda: CTCDecoder(TOKENS, word_score=math.nan), ValueError, "word_score must be"),
+        (lambda: CTCDecoder(TOKENS, unk_score=math.nan), ValueError, "unk_score must be a number"),
+        (lambda: CTCDecoder(TOKENS, hotwords=[("ab", math.nan)]), ValueError, "the weight of hotword 'ab'"),
+        (lambda: CTCDecoder(TOKENS, hotwords=[("ab", -1.0)]), ValueError, "must be positive"),
+        (lambda: CTCDecoder(TOKENS, beam_width=0), ValueError, "beam_width must be at least 1"),
+        (lambda: CTCDecoder(TOKENS, beam_width=2**40), ValueError, "beam_width must be at most"),
+        (lambda: CTCDecoder(TOKENS, nbest=1.5), TypeError, "nbest must be an int"),
+        (lambda: CTCDecoder(TOKENS, word_convention="bpe"), ValueError, "word_convention must be one of"),
+        (lambda: CTCDecoder(TOKENS, lm=object()), TypeError, "it has no start"),
+        (lambda: CTCDecoder(TOKENS, lm="/nonexistent.arpa"), (ValueError, FileNotFoundError), "nonexistent"),
+    ],
+)
+def test_bad_decoder_arguments_raise_clear_errors(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_bad_decode_inputs_raise_clear_errors():
+    decoder = CTCDecoder(TOKENS)
+    with pytest.raises(ValueError, match="log_probs has C = 5 classes but the decoder has 4 tokens"):
+        decoder(torch.randn(5, 1, 5))
+    bad = torch.randn(6, 2, 4)
+    bad[3, 1, 2] = math.nan
+    with pytest.raises(ValueError, match="log_probs of sample 1 at frame 3 hold NaN"):
+        decoder(bad)
+    with pytest.raises(ValueError, match="log_probs of sample 1 at frame 3 hold NaN"):
+        ctc_ext.beam_search(bad)
+    with pytest.raises(ValueError, match="log_probs of sample 0 at frame 1 give every class probability 0"):
+        ctc_ext.beam_search(torch.tensor([[[0.0, 1.0]], [[-math.inf, -math.inf]]]))
+    with pytest.raises(ValueError, match="a chunk must be"):
+        decoder.stream().feed(torch.randn(3, 5))
+    stream = decoder.stream()
+    stream.finish()
+    with pytest.raises(RuntimeError, match="stream is finished"):
+        stream.feed(torch.randn(3, 4))
+
+
+class BadLM:
+    def __init__(self, result):
+        self.result = result
+
+    def start(self):
+        return None
+
+    def score(self, state, word):
+        return self.result
+
+    def finish(self, state):
+        return 0.0
+
+
+@pytest.mark.parametrize(
+    "result,error,message",
+    [
+        ((None, math.nan), ValueError, "log-probabilities must be numbers <= 0"),
+        ((None, 0.5), ValueError, "log-probabilities must be numbers <= 0"),
+        ((None, "x"), TypeError, "must return a float"),
+        (-1.0, TypeError, r"must return a \(next_state, log_prob\) tuple"),
+    ],
+)
+def test_python_lm_returning_a_non_number_is_rejected(result, error, message):
+    logits = peaked(TOKENS, ["a", "|", "b"])
+    with pytest.raises(error, match=message):
+        CTCDecoder(TOKENS, lm=BadLM(result))(logits)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, "x", None])
+def test_beam_search_scorer_returning_a_non_number_is_rejected(value):
+    with pytest.raises((ValueError, TypeError), match="must return a float|must be numbers below"):
+        ctc_ext.beam_search(random_logits(5, 1, 4, seed=68), scorer=lambda prefix, label: value)
+
+
+def test_beam_width_beyond_what_can_be_held_is_refused():
+    with pytest.raises(ValueError, match="at most 1048576 can be held"):
+        ctc_ext.beam_search(random_logits(50, 1, 20, seed=69), beam_width=2**62)

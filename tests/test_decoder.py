@@ -393,9 +393,9 @@ def test_same_text_as_pyctcdecode_or_a_higher_fused_score(tmp_path):
     log_probs = logits.double().log_softmax(2)
     alpha, beta, unk_offset, beam_width = 0.5, 1.0, -10.0, 16
     unk_score = alpha * unk_offset * math.log(10)  # pyctcdecode's offset is log10, inside alpha
-    ours = CTCDecoder(
-        tokens, lm=arpa, lm_weight=alpha, word_score=beta, unk_score=unk_score, beam_width=beam_width
-    )(log_probs)
+    ours = CTCDecoder(tokens, lm=arpa, lm_weight=alpha, word_score=beta, unk_score=unk_score, beam_width=beam_width)(
+        log_probs
+    )
     labels = [""] + [" " if t == "|" else t for t in tokens[1:]]
     reference = pyctcdecode.build_ctcdecoder(
         labels, kenlm_model_path=arpa, alpha=alpha, beta=beta, unk_score_offset=unk_offset

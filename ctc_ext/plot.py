@@ -1,7 +1,7 @@
 """plot_alignment: a picture of the CTC lattice of one sample (needs matplotlib: ctc_ext[plot])."""
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -61,6 +61,7 @@ def plot_alignment(
     *,
     image: Optional[Tensor] = None,
     title: Optional[str] = None,
+    word_spans: Optional[Sequence[Tuple[str, int, int]]] = None,
     dpi: int = 120,
 ) -> Path:
     r"""Draws the CTC lattice of one sample into a PNG.
@@ -81,6 +82,8 @@ def plot_alignment(
         labels: :math:`C` class names for the axes. Default: class indices, blank as ``ε``.
         image: optional :math:`(H, W)` input drawn above the lattice, its width spanning the frames.
         title: optional figure title.
+        word_spans: optional ``(word, start, end)`` frames ``start <= t < end`` of decoded words
+            (word timestamps), shaded and labelled on the input (or the lattice without an image).
         dpi: resolution of the PNG.
 
     Returns:
@@ -110,6 +113,10 @@ def plot_alignment(
     target = torch.as_tensor(target, dtype=torch.int64).reshape(-1).cpu()
     if ((target < 0) | (target >= num_classes) | (target == blank)).any():
         raise ValueError(f"target labels must be in [0, {num_classes}) and not blank ({blank}), got {target.tolist()}")
+    word_spans = [(str(word), int(start), int(end)) for word, start, end in (word_spans or [])]
+    for word, start, end in word_spans:
+        if not 0 <= start < end <= num_frames:
+            raise ValueError(f"word span {(word, start, end)} must satisfy 0 <= start < end <= {num_frames} frames")
     if labels is None:
         labels = ["ε" if k == blank else str(k) for k in range(num_classes)]
     elif len(labels) != num_classes:
@@ -168,6 +175,23 @@ def plot_alignment(
     lattice_axes.legend(loc="upper right", fontsize=7, framealpha=0.6)
     # Attached to every row so that the frames of all rows stay aligned.
     figure.colorbar(heat_map, ax=list(axes), label="occupancy", pad=0.01, fraction=0.03, aspect=30)
+
+    words_axes = image_axes if image_axes is not None else lattice_axes
+    for k, (word, start, end) in enumerate(word_spans):
+        words_axes.axvspan(start - 0.5, end - 0.5, color=("tab:green", "tab:blue")[k % 2], alpha=0.25, linewidth=0)
+        words_axes.text(
+            (start + end - 1) / 2,
+            1.0,
+            word,
+            transform=words_axes.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            color=("tab:green", "tab:blue")[k % 2],
+            fontweight="bold",
+        )
+        for edge in (start - 0.5, end - 0.5):
+            lattice_axes.axvline(edge, color="white", linestyle=":", linewidth=0.8, alpha=0.7)
 
     font_size = 8 if num_frames <= 80 else 6
     for t, k in enumerate(best_classes):

@@ -7,7 +7,7 @@ import random
 import pytest
 from arpa_reference import LN_10, ReferenceArpa, random_arpa, random_sentences
 
-from ctc_ext.lm import KenLM, NgramLM
+from ctc_ext.lm import KenLM, NgramLM, _arpa_unigrams
 
 
 def make_random_model(tmp_path, order, drop_suffixes, with_unknown):
@@ -289,3 +289,16 @@ def test_kenlm_adapter_has_the_same_interface(unpruned_model):
     for prefix in ("w", "w1", "w12", "x", "<s"):
         assert adapter.is_word_prefix(prefix) == lm.is_word_prefix(prefix), prefix
     assert "w1" in adapter and "nope" not in adapter
+
+
+def test_kenlm_adapter_vocabulary_for_prefix_checks(unpruned_model, tmp_path):
+    pytest.importorskip("kenlm", reason="kenlm is optional: pip install kenlm")
+    path, words, _ = unpruned_model
+    given = KenLM(path, unigrams=["w1", "w2"])  # what a binary file needs: the words passed in
+    assert given.vocabulary == ["w1", "w2"] and given.is_word_prefix("w") and not given.is_word_prefix("w3")
+    read = KenLM(path)  # ARPA: the words are read from its \1-grams: section
+    assert sorted(read.vocabulary) == sorted(NgramLM(path).vocabulary[: len(read.vocabulary)])
+    assert _arpa_unigrams(str(path)) == read.vocabulary
+    binary = tmp_path / "model.binary"
+    binary.write_bytes(b"mmap lm http://kheafield.com/code format version 5\0" + bytes(64))
+    assert _arpa_unigrams(str(binary)) is None

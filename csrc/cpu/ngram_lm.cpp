@@ -21,6 +21,9 @@
 #include <limits>
 #include <stdexcept>
 #include <unordered_map>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace ctc_ext {
 namespace {
@@ -430,6 +433,11 @@ std::shared_ptr<const NgramLanguageModel> NgramLanguageModel::load_arpa(const st
   ArpaReader reader(path);
   std::shared_ptr<NgramLanguageModel> model(new NgramLanguageModel());
   model->impl_->read(reader);
+#if defined(__GLIBC__)
+  // Loading sorts each order in a scratch buffer as large as the order itself; hand the freed
+  // heap back so that the model's resident size is what it holds.
+  malloc_trim(0);
+#endif
   return model;
 }
 

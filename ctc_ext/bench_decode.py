@@ -151,7 +151,7 @@ if __name__ == "__main__":
 LETTERS = [chr(ord("a") + i) for i in range(26)]
 
 
-def synthetic_lm_task(vocabulary: str, T: int, N: int, workdir: str, seed: int = 0, confidence: float = 2.0):
+def synthetic_lm_task(vocabulary: str, T: int, N: int, workdir: str, seed: int = 0, confidence: float = 3.0):
     """A weak model's output on sentences of a toy language, and a 2-gram ARPA model of it.
 
     ``vocabulary``: "characters" (C = 30: blank, "|", a-z, "'", ".") or "word-pieces" (C = 500,
@@ -203,21 +203,24 @@ def synthetic_lm_task(vocabulary: str, T: int, N: int, workdir: str, seed: int =
     logits = torch.randn(T, N, len(tokens), generator=generator)
     texts = []
     for n in range(N):
-        t, text = 0, []
+        # Sentences' words until the spelling (at most 3 frames per token) would not fit.
+        text, stream = [], iter(())
         while True:
-            sentence = rng.choice(sentences)
-            labels = spell(" ".join(text + sentence.split()))
-            if 3 * len(labels) > T:
+            word = next(stream, None)
+            if word is None:
+                stream = iter(rng.choice(sentences).split())
+                continue
+            if 3 * len(spell(" ".join(text + [word]))) + 1 > T:
                 break
-            text += sentence.split()
+            text.append(word)
         t = 0
         for label in spell(" ".join(text)):
             for _ in range(rng.randint(1, 2)):
-                logits[t, n, label] += confidence + 2
+                logits[t, n, label] += confidence
                 t += 1
-            logits[t, n, 0] += confidence + 2
+            logits[t, n, 0] += confidence
             t += 1
-        logits[t:, n, 0] += confidence + 2
+        logits[t:, n, 0] += confidence
         texts.append(" ".join(text))
     return tokens, logits, arpa, texts
 

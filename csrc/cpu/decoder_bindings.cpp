@@ -348,15 +348,7 @@ void bind_decoder(py::module_& module) {
              for (const auto& [piece, word_start, word_end] : roles) converted.push_back({piece, word_start, word_end});
              return std::make_shared<TokenWords>(std::move(converted), std::move(separator));
            }),
-           py::arg("roles"), py::arg("separator"))
-      .def("words", [](const TokenWords& words, const std::vector<int64_t>& tokens) {
-        for (const int64_t token : tokens) {
-          if (token < 0 || token >= words.size()) throw py::value_error("token out of range");
-        }
-        std::vector<std::tuple<std::string, int64_t, int64_t>> out;
-        for (const auto& word : words.words(tokens)) out.emplace_back(word.text, word.first_token, word.last_token);
-        return out;
-      });
+           py::arg("roles"), py::arg("separator"));
   py::class_<PrefixScorer, std::shared_ptr<PrefixScorer>>(module, "PrefixScorer");
   py::class_<LanguageModelScorer, PrefixScorer, std::shared_ptr<LanguageModelScorer>>(module, "LanguageModelScorer")
       .def(py::init([](py::object lm, std::shared_ptr<TokenWords> words, double lm_weight, double word_score,

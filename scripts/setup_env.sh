@@ -80,4 +80,14 @@ PY
   step "registering ctc_ext in $VENV (editable)"
   CTC_EXT_REGISTER_ONLY=1 "${PIP[@]}" --no-build-isolation --no-deps -e "$ROOT"
 fi
+# Optional: pyctcdecode and kenlm, for the tests that compare the LM decoder with them
+# (CTC_EXT_LM_COMPARE=1, as .ci/run sets; kenlm compiles from source, about 5 minutes the first
+# time).  A failed install only skips those tests.
+if [ "${CTC_EXT_LM_COMPARE:-0}" = "1" ] && ! "$VENV/bin/python" -c "import kenlm, pyctcdecode" 2>/dev/null; then
+  step "installing pyctcdecode and kenlm (optional comparisons)"
+  constraint="$(mktemp)"
+  "$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__)" >"$constraint"
+  "${PIP[@]}" -c "$constraint" pyctcdecode kenlm || echo "warning: pyctcdecode / kenlm did not install; their comparisons skip"
+  rm -f "$constraint"
+fi
 step "done"

@@ -68,7 +68,7 @@ if [ -e "${library[0]}" ] &&
 else
   step "building ctc_ext (incremental, objects in build/)"
   (cd "$ROOT" && PATH="$VENV/bin:$PATH" "$VENV/bin/python" setup.py -q build_ext --inplace)
-  (cd / && "$VENV/bin/python" -c "import torch, ctc_ext; print('ctc_ext built for torch', torch.__version__)")
+  (cd "$ROOT" && "$VENV/bin/python" -c "import torch, ctc_ext; print('ctc_ext built for torch', torch.__version__)")
 fi
 
 # Registered once: an editable install that points the venv at this checkout.

@@ -393,9 +393,13 @@ def test_same_text_as_pyctcdecode_or_a_higher_fused_score(tmp_path):
     log_probs = logits.double().log_softmax(2)
     alpha, beta, unk_offset, beam_width = 0.5, 1.0, -10.0, 16
     unk_score = alpha * unk_offset * math.log(10)  # pyctcdecode's offset is log10, inside alpha
-    ours = CTCDecoder(tokens, lm=arpa, lm_weight=alpha, word_score=beta, unk_score=unk_score, beam_width=beam_width)(
-        log_probs
-    )
+    # Both searches rank a partial last word without its LM score, and each prunes differently:
+    # at equal beams each sometimes misses the other's better last word (docs/decoding.md).  At
+    # 16x pyctcdecode's beam ours is still faster than it and loses no case (measured on 100).
+    our_beam_width = 16 * beam_width
+    ours = CTCDecoder(
+        tokens, lm=arpa, lm_weight=alpha, word_score=beta, unk_score=unk_score, beam_width=our_beam_width
+    )(log_probs)
     labels = [""] + [" " if t == "|" else t for t in tokens[1:]]
     reference = pyctcdecode.build_ctcdecoder(
         labels, kenlm_model_path=arpa, alpha=alpha, beta=beta, unk_score_offset=unk_offset
@@ -415,7 +419,7 @@ def test_same_text_as_pyctcdecode_or_a_higher_fused_score(tmp_path):
         core = [tokens.index(ch) for ch in "|".join(text.split())]
         return [core, [bar] + core, core + [bar], [bar] + core + [bar]] if core else [[], [bar]]
 
-    same, better, margins = 0, 0, []
+    worse = []
     for n in range(50):
         theirs = reference.decode(log_probs[:, n].numpy(), beam_width=beam_width)
         best = ours[n][0]
@@ -424,12 +428,8 @@ def test_same_text_as_pyctcdecode_or_a_higher_fused_score(tmp_path):
         exact_ctc = sequence_log_likelihoods(log_probs[:, n], [best.tokens], 0)[0]
         assert best.lm_score == pytest.approx(ours_exact - exact_ctc, abs=1e-6)
         assert best.ctc_score <= exact_ctc + 1e-6
-        if " ".join(theirs.split()) == best.text:
-            same += 1
-        else:
-            margins.append(ours_exact - fused(spellings_of(theirs), log_probs[:, n]))
-            better += margins[-1] >= -1e-6
-    # Both are beam searches: at equal beams each sometimes finds the better text.  Measured
-    # here: 20 same texts, 21 better, 9 worse (by at most 1.5); docs/decoding.md.
-    assert same + better >= 0.75 * 50
-    assert sum(margins) > 0
+        if " ".join(theirs.split()) != best.text:
+            margin = ours_exact - fused(spellings_of(theirs), log_probs[:, n])
+            if margin < -1e-6:
+                worse.append((n, best.text, theirs, margin))
+    assert not worse, f"pyctcdecode's text scores higher under our fused score: {worse}"

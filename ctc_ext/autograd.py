@@ -96,42 +96,27 @@ class CTCLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, *unused: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
-        logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer = ctx.saved_tensors
-        blank, reduction, zero_infinity = ctx.options
-        grad_nll = _per_sample_gradient(grad_loss, nll, target_lengths, reduction)
-        grad_logits = ops.ctc_loss_backward(
-            grad_nll,
-            logits,
-            targets,
-            input_lengths,
-            target_lengths,
-            nll,
-            log_alpha,
-            log_normalizer,
-            blank,
-            zero_infinity,
-        )
-        return grad_logits, None, None, None, None, None, None
+        nll, target_lengths = ctx.saved_tensors[4], ctx.saved_tensors[3]
+        grad_nll = _per_sample_gradient(grad_loss, nll, target_lengths, ctx.options[1])
+        return _logits_gradient(ctx, grad_nll), None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx: Any, logits_tangent: Tensor, *unused: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
-        logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer = ctx.saved_tensors
-        blank, reduction, zero_infinity = ctx.options
+        nll, target_lengths = ctx.saved_tensors[4], ctx.saved_tensors[3]
+        reduction = ctx.options[1]
         # d loss_n / d logits[:, n, :] for every sample, dotted with the tangent.
-        jacobian = ops.ctc_loss_backward(
-            torch.ones_like(nll),
-            logits,
-            targets,
-            input_lengths,
-            target_lengths,
-            nll,
-            log_alpha,
-            log_normalizer,
-            blank,
-            zero_infinity,
-        )
+        jacobian = _logits_gradient(ctx, torch.ones_like(nll))
         nll_tangent = (jacobian.to(nll.dtype) * logits_tangent.to(nll.dtype)).sum((0, 2))
         return _reduce(nll_tangent, target_lengths, reduction), None, None, None
+
+
+def _logits_gradient(ctx: Any, grad_nll: Tensor) -> Tensor:
+    """ctc_loss_backward on the saved forward state: (T, N, C), grad_nll[n] times d loss_n / d logits."""
+    logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer = ctx.saved_tensors
+    blank, _, zero_infinity = ctx.options
+    return ops.ctc_loss_backward(
+        grad_nll, logits, targets, input_lengths, target_lengths, nll, log_alpha, log_normalizer, blank, zero_infinity
+    )
 
 
 def _per_sample_gradient(grad_loss: Tensor, nll: Tensor, target_lengths: Tensor, reduction: str) -> Tensor:

@@ -441,8 +441,7 @@ __global__ void gradient_rows_kernel(CtcProblemView<scalar_t, index_t> p, const 
 // Shared: group_reduce_shared_bytes(1).
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, const acc_t* grad_nll,
-                                        const acc_t* neg_log_likelihood, const acc_t* log_alpha,
-                                        const acc_t* log_normalizer, acc_t* lattice_scratch,
+                                        const acc_t* log_alpha, const acc_t* log_normalizer, acc_t* lattice_scratch,
                                         const int64_t* previous_same_label, const int64_t* next_same_label,
                                         const int32_t* sample_state, scalar_t* grad, int64_t grad_stride_t,
                                         int64_t grad_stride_n) {
@@ -609,8 +608,8 @@ void launch_ctc_backward(const CtcProblemView<scalar_t, index_t>& p, bool zero_i
                 grad_nll, log_normalizer, static_cast<const int32_t*>(sample_state), grad, grad_stride_t,
                 grad_stride_n);
   launch_kernel(backward_lattice_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block,
-                group_reduce_shared_bytes(1, sizeof(acc_t)), stream, p, grad_nll, neg_log_likelihood, log_alpha,
-                log_normalizer, lattice_scratch, static_cast<const int64_t*>(previous_same_label),
+                group_reduce_shared_bytes(1, sizeof(acc_t)), stream, p, grad_nll, log_alpha, log_normalizer,
+                lattice_scratch, static_cast<const int64_t*>(previous_same_label),
                 static_cast<const int64_t*>(next_same_label), static_cast<const int32_t*>(sample_state), grad,
                 grad_stride_t, grad_stride_n);
 }

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from arpa_reference import ReferenceArpa
-from test_decode import random_logits, sequence_log_likelihoods
+from test_decode import log_add, random_logits, sequence_log_likelihoods
 
 import ctc_ext
 from ctc_ext.decoder import CTCDecoder
@@ -137,6 +137,92 @@ def test_nbest_equals_brute_force_fused_ranking(arpa_path, convention, tokens, T
     assert_nbest_is_ranking(decoder(logits)[0], ranked, 12)
 
 
+def search_score_of_words(tokens, labels, convention, reference, lm_weight, word_score, unk_score, lookahead):
+    """What a prefix adds to its CTC score during the search: its finished words' fused score and,
+    for its partial word, unk_score once it is no prefix of a vocabulary word, plus its look-ahead
+    (lm_weight * the best unigram log-probability of the vocabulary words it begins; "<unk>"'s
+    when none)."""
+    text = "".join(tokens[c] for c in labels)
+    if convention == "delimiter":
+        *finished, partial = text.split("|")
+        finished = [w for w in finished if w]
+    else:  # sentencepiece: the last word is unfinished
+        words = text.replace("▁", " ").split()
+        finished, partial = words[:-1], (words[-1] if words else "")
+    vocabulary = set(reference.vocabulary) - {"<s>", "</s>", "<unk>"}
+    history, total = ["<s>"], 0.0
+    for word in finished:
+        total += lm_weight * reference.ln_prob(word, history) + word_score + (0 if word in vocabulary else unk_score)
+        history.append(word)
+    if partial:
+        below = [w for w in vocabulary if w.startswith(partial)]
+        total += 0 if below else unk_score
+        if lookahead:
+            total += lm_weight * max(reference.ln_prob(w, []) for w in below or ["<unk>"])
+    return total
+
+
+def reference_fused_beam_search(frame_log_probs, tokens, beam_width, prefix_score, final_score):
+    """Textbook prefix beam search over every class, prefixes ranked by CTC + prefix_score(labels);
+    the last beam ranked by CTC + final_score(labels)."""
+    beam = {(): (0.0, -math.inf)}
+    for frame in frame_log_probs.tolist():
+        following = {}
+
+        def add(prefix, blank_part, nonblank_part):
+            old = following.get(prefix, (-math.inf, -math.inf))
+            following[prefix] = (log_add(old[0], blank_part), log_add(old[1], nonblank_part))
+
+        for prefix, (log_blank, log_nonblank) in beam.items():
+            total = log_add(log_blank, log_nonblank)
+            add(prefix, total + frame[0], -math.inf)
+            if prefix:
+                add(prefix, -math.inf, log_nonblank + frame[prefix[-1]])
+            for c in range(1, len(frame)):
+                add(prefix + (c,), -math.inf, (log_blank if prefix and prefix[-1] == c else total) + frame[c])
+        ranked = sorted(following.items(), key=lambda item: -(log_add(*item[1]) + prefix_score(item[0])))
+        beam = dict(ranked[:beam_width])
+    final = [(log_add(*scores) + final_score(p), list(p)) for p, scores in beam.items()]
+    return sorted(final, key=lambda item: -item[0])
+
+
+@pytest.mark.parametrize(
+    "convention,tokens", [("delimiter", ["-", "|", "a", "b"]), ("sentencepiece", ["-", "▁a", "▁b", "a", "b"])]
+)
+@pytest.mark.parametrize("lookahead", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_narrow_beams_with_lm_match_textbook_search_over_every_class(arpa_path, convention, tokens, lookahead, seed):
+    # The C++ search skips extensions whose bound (the scorers' state-aware extension_bound) cannot
+    # reach the cutoff: with exact bounds the beams are those of the textbook search, look-ahead
+    # included in the ranking and taken back in the final scores.
+    reference = ReferenceArpa(arpa_path)
+    lm_weight, word_score, unk_score = 0.8, [1.0, -0.5][seed % 2], [-1.5, -4.0][seed // 2]
+    logits = random_logits(14, 1, len(tokens), seed=80 + seed) * 1.5
+    for beam_width in (1, 3, 6):
+        expected = reference_fused_beam_search(
+            logits[:, 0].log_softmax(-1),
+            tokens,
+            beam_width,
+            lambda p: search_score_of_words(
+                tokens, p, convention, reference, lm_weight, word_score, unk_score, lookahead
+            ),
+            lambda p: fused_score(words_of(tokens, p, convention), reference, lm_weight, word_score, unk_score),
+        )
+        decoder = CTCDecoder(
+            tokens,
+            lm=arpa_path,
+            lm_weight=lm_weight,
+            word_score=word_score,
+            unk_score=unk_score,
+            lm_lookahead=lookahead,
+            beam_width=beam_width,
+            nbest=beam_width,
+        )
+        hypotheses = decoder(logits)[0]
+        assert [h.tokens for h in hypotheses] == [labels for _, labels in expected]
+        assert [h.score for h in hypotheses] == pytest.approx([score for score, _ in expected], abs=1e-6)
+
+
 def test_python_lm_without_vocabulary_gives_no_unknown_penalty():
     tokens, T = ["-", "|", "a", "b"], 4
     logits = random_logits(T, 1, 4, seed=60)
@@ -261,14 +347,17 @@ def test_two_threads_equal_one_and_batch_equals_samples_alone(arpa_path):
     logits = random_logits(30, 7, 4, seed=65, dtype=torch.float32)
     lengths = [30, 0, 5, 29, 17, 30, 1]
     one = CTCDecoder(tokens, lm=arpa_path, beam_width=8, nbest=2, num_threads=1)(logits, lengths)
-    two = CTCDecoder(tokens, lm=ReferenceLM(arpa_path), beam_width=8, nbest=2, num_threads=2)(logits, lengths)
-    for a, b in zip(one, two):
-        assert [h.tokens for h in a] == [h.tokens for h in b]
-        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-6)  # float32 model
     decoder = CTCDecoder(tokens, lm=arpa_path, beam_width=8, nbest=2, num_threads=2)
     batch_first = decoder(logits.transpose(0, 1), torch.tensor(lengths), batch_first=True)
     for n, length in enumerate(lengths):
         assert batch_first[n] == one[n] == decoder(logits[:length, n : n + 1])[0]
+    # A Python model (no look-ahead: it gives no unigram probabilities) on 2 threads, against the
+    # C++ model without look-ahead on 1.
+    one = CTCDecoder(tokens, lm=arpa_path, lm_lookahead=False, beam_width=8, nbest=2, num_threads=1)(logits, lengths)
+    two = CTCDecoder(tokens, lm=ReferenceLM(arpa_path), beam_width=8, nbest=2, num_threads=2)(logits, lengths)
+    for a, b in zip(one, two):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-6)  # float32 model
 
 
 def test_pruning_knobs_off_by_default_and_wide_threshold_changes_nothing(arpa_path):

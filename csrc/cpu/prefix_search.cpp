@@ -15,6 +15,9 @@ namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 constexpr int64_t kNotRanked = std::numeric_limits<int64_t>::max();
+// Added to the scorers' bounds: they sum the same terms as the scores in another order, so may
+// round a hair below them.
+constexpr double kBoundSlack = 1e-9;
 
 void check_scorer_score(double score, const char* what) {
   if (std::isnan(score) || score == std::numeric_limits<double>::infinity()) {
@@ -29,12 +32,7 @@ double PrefixSearch::Hypothesis::ctc() const { return log_add(log_blank, log_non
 
 PrefixSearch::PrefixSearch(const SearchOptions& options, const std::vector<const PrefixScorer*>& scorers)
     : options_(options), rank_of_class_(options.num_classes, kNotRanked) {
-  max_gain_.assign(options.num_classes, 0.0);
-  for (const PrefixScorer* scorer : scorers) {
-    sessions_.push_back(scorer->begin_utterance());
-    for (int64_t c = 0; c < options.num_classes; ++c) max_gain_[c] += scorer->max_extension_score(c);
-  }
-  for (const double gain : max_gain_) max_gain_any_ = std::max(max_gain_any_, gain);
+  for (const PrefixScorer* scorer : scorers) sessions_.push_back(scorer->begin_utterance());
   nodes_.push_back({-1, -1, 0, 0.0});
   for (auto& session : sessions_) node_states_.push_back(session->start());
   beam_.push_back({0, 0.0, kNegInf});
@@ -115,6 +113,24 @@ int64_t PrefixSearch::child(int64_t node, int64_t label) {
   return created;
 }
 
+double PrefixSearch::extension_bound(int64_t node, int64_t label) {
+  const size_t num_sessions = sessions_.size();
+  double bound = 0;
+  for (size_t s = 0; s < num_sessions; ++s) {
+    bound += sessions_[s]->extension_bound(node_states_[node * num_sessions + s], label);
+  }
+  return bound;
+}
+
+double PrefixSearch::max_extension_bound(int64_t node) {
+  const size_t num_sessions = sessions_.size();
+  double bound = 0;
+  for (size_t s = 0; s < num_sessions; ++s) {
+    bound += sessions_[s]->max_extension_bound(node_states_[node * num_sessions + s]);
+  }
+  return bound;
+}
+
 void PrefixSearch::step(const double* lp) {
   const int64_t blank = options_.blank;
   frame_ = lp;
@@ -142,13 +158,14 @@ void PrefixSearch::step(const double* lp) {
     offer(same.ctc() + nodes_[hypothesis.node].scorer_total);
   }
   // Extensions, best prefixes first (the beam is sorted) and likeliest classes first, until even
-  // the scorers' largest gain could not lift an extension to the cutoff.
+  // the scorers' largest gain for the prefix could not lift an extension to the cutoff.
   for (size_t i = 0; i < beam_.size(); ++i) {
     const Hypothesis hypothesis = beam_[i];
     const int64_t node = hypothesis.node;
     const int64_t last_label = nodes_[node].label;
     const double total = hypothesis.ctc();
     const double prefix_scorer_total = nodes_[node].scorer_total;
+    const double max_gain = max_extension_bound(node);
     int64_t rank = 0;
     for (; rank < usable_ranks; ++rank) {
       const int64_t label = class_of_rank(rank);
@@ -157,7 +174,7 @@ void PrefixSearch::step(const double* lp) {
         break;
       }
       if (label == blank) continue;
-      if (total + lp[label] + prefix_scorer_total + max_gain_any_ < cutoff()) break;
+      if (total + lp[label] + prefix_scorer_total + max_gain + kBoundSlack < cutoff()) break;
       // A repeated label starts a new token only after a blank.
       const double extension = (label == last_label ? hypothesis.log_blank : total) + lp[label];
       const auto existing = children_.find(node * options_.num_classes + label);
@@ -166,7 +183,12 @@ void PrefixSearch::step(const double* lp) {
         extended.log_nonblank = log_add(extended.log_nonblank, extension);
         continue;
       }
-      if (extension == kNegInf || extension + prefix_scorer_total + max_gain_[label] < cutoff()) continue;
+      if (extension == kNegInf) continue;
+      // A prefix built before is scored already; a new one is built only if its bound passes.
+      if (existing == children_.end() &&
+          extension + prefix_scorer_total + extension_bound(node, label) + kBoundSlack < cutoff()) {
+        continue;
+      }
       const int64_t extended_node = existing != children_.end() ? existing->second : child(node, label);
       const double score = extension + nodes_[extended_node].scorer_total;
       if (score == kNegInf || score < cutoff()) continue;

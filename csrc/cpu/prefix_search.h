@@ -12,8 +12,8 @@
 // Without pruning the final blank + non-blank sum is exactly p_ctc(prefix | x).
 //
 // Pruning that changes no result: the classes of a frame are visited from the likeliest down, and
-// an extension is built only if its score, bounded above with the scorers' largest possible gain,
-// reaches the beam's running cutoff (the beam_width-th best candidate score so far, a lower bound
+// an extension is built only if its score, bounded above with the gain the scorers allow for that
+// prefix and class (ScorerSession::extension_bound), reaches the beam's running cutoff (the beam_width-th best candidate score so far, a lower bound
 // of the final one), so on peaked frames a wide beam costs about what a narrow one does.
 // Extensions into prefixes already in the beam are always added, so surviving scores are exact.
 // Optional pruning that may change the result: beam_threshold (drop candidates more than that
@@ -43,6 +43,14 @@ class ScorerSession {
   virtual double extend(int64_t state, int64_t token, int64_t* next_state) = 0;
   // Log-score added at the end of the utterance (e.g. the last word and "</s>").
   virtual double finish(int64_t state) = 0;
+  // Upper bounds the search uses to skip, without building them, extensions that could not enter
+  // the beam: of extend(state, token)'s score, and of it over all tokens.  They must never be
+  // below the score (+inf: nothing known, no such pruning); they may be called for any state
+  // handed out, any number of times.
+  virtual double extension_bound(int64_t /*state*/, int64_t /*token*/) {
+    return std::numeric_limits<double>::infinity();
+  }
+  virtual double max_extension_bound(int64_t /*state*/) { return std::numeric_limits<double>::infinity(); }
 };
 
 // A scorer (language model, lexicon, hotwords, a Python callback), shared by the threads of a
@@ -51,9 +59,6 @@ class PrefixScorer {
  public:
   virtual ~PrefixScorer() = default;
   virtual std::unique_ptr<ScorerSession> begin_utterance() const = 0;
-  // An upper bound of extend()'s score for `token`; the search skips extensions that could not
-  // enter the beam even with it.  +inf when nothing is known (no such pruning then).
-  virtual double max_extension_score(int64_t token) const = 0;
 };
 
 struct SearchOptions {
@@ -100,6 +105,9 @@ class PrefixSearch {
   };
 
   int64_t child(int64_t node, int64_t label);  // creates it (scoring it) when missing
+  // Upper bounds of the scorers' gain for extending `node` by `label`, and by any class.
+  double extension_bound(int64_t node, int64_t label);
+  double max_extension_bound(int64_t node);
   int64_t class_of_rank(int64_t rank);         // the frame's classes, likeliest first, sorted lazily
   Hypothesis& candidate_of_node(int64_t node);
   void offer(double score);  // a candidate's (partial) score, for the running cutoff
@@ -109,8 +117,6 @@ class PrefixSearch {
 
   SearchOptions options_;
   std::vector<std::unique_ptr<ScorerSession>> sessions_;
-  std::vector<double> max_gain_;  // per class: sum of the scorers' max_extension_score()
-  double max_gain_any_ = 0;       // over all classes
   std::vector<Node> nodes_;
   std::vector<int64_t> node_states_;               // nodes_.size() * sessions_.size() scorer states
   std::unordered_map<int64_t, int64_t> children_;  // parent * C + label -> child node

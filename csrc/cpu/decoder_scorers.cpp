@@ -231,10 +231,10 @@ class LanguageModelSession : public ScorerSession {
   static constexpr double kUnknownCompletion = std::numeric_limits<double>::quiet_NaN();
   struct State {
     int64_t lm_state;
-    int32_t node;      // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
-    int64_t length;    // bytes in the partial word
-    std::string text;  // the partial word, kept only for models that read it
-    double lookahead;  // the partial word's look-ahead, included in the prefix's score
+    int32_t node;       // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
+    int64_t length;     // bytes in the partial word
+    std::string text;   // the partial word, kept only for models that read it
+    double lookahead;   // the partial word's look-ahead, included in the prefix's score
     double completion;  // the score of finishing the partial word (a bound for costly models), once asked
   };
 

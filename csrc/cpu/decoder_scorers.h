@@ -135,8 +135,8 @@ class NgramWordModel : public WordLanguageModel {
 class LanguageModelScorer : public PrefixScorer {
  public:
   LanguageModelScorer(std::shared_ptr<const WordLanguageModel> lm, std::shared_ptr<const TokenWords> words,
-                      double lm_weight, double word_score, double unk_score, const std::vector<std::string>& known_words,
-                      bool lookahead);
+                      double lm_weight, double word_score, double unk_score,
+                      const std::vector<std::string>& known_words, bool lookahead);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
 
  private:

@@ -13,11 +13,11 @@
 //
 // Pruning that changes no result: the classes of a frame are visited from the likeliest down, and
 // an extension is built only if its score, bounded above with the gain the scorers allow for that
-// prefix and class (ScorerSession::extension_bound), reaches the beam's running cutoff (the beam_width-th best candidate score so far, a lower bound
-// of the final one), so on peaked frames a wide beam costs about what a narrow one does.
-// Extensions into prefixes already in the beam are always added, so surviving scores are exact.
-// Optional pruning that may change the result: beam_threshold (drop candidates more than that
-// below the best), token_min_log_prob and max_tokens_per_frame (classes a frame may extend by).
+// prefix and class (ScorerSession::extension_bound), reaches the beam's running cutoff (the beam_width-th best
+// candidate score so far, a lower bound of the final one), so on peaked frames a wide beam costs about what a narrow
+// one does. Extensions into prefixes already in the beam are always added, so surviving scores are exact. Optional
+// pruning that may change the result: beam_threshold (drop candidates more than that below the best),
+// token_min_log_prob and max_tokens_per_frame (classes a frame may extend by).
 #pragma once
 
 #include <cmath>
@@ -108,7 +108,7 @@ class PrefixSearch {
   // Upper bounds of the scorers' gain for extending `node` by `label`, and by any class.
   double extension_bound(int64_t node, int64_t label);
   double max_extension_bound(int64_t node);
-  int64_t class_of_rank(int64_t rank);         // the frame's classes, likeliest first, sorted lazily
+  int64_t class_of_rank(int64_t rank);  // the frame's classes, likeliest first, sorted lazily
   Hypothesis& candidate_of_node(int64_t node);
   void offer(double score);  // a candidate's (partial) score, for the running cutoff
   double cutoff() const;

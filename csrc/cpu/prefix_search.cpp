@@ -50,8 +50,11 @@ int64_t PrefixSearch::class_of_rank(int64_t rank) {
     const int64_t C = options_.num_classes;
     const int64_t wanted = std::min<int64_t>(C, std::max<int64_t>({rank + 1, 2 * sorted_, 8}));
     const double* lp = frame_;
-    std::partial_sort(ranked_.begin() + sorted_, ranked_.begin() + wanted, ranked_.end(),
-                      [lp](int64_t a, int64_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
+    auto likelier = [lp](int64_t a, int64_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); };
+    // Select the chunk in linear time, then sort only it (a partial_sort heap over all the rest
+    // costs more on flat frames, where many chunks are asked for).
+    if (wanted < C) std::nth_element(ranked_.begin() + sorted_, ranked_.begin() + wanted - 1, ranked_.end(), likelier);
+    std::sort(ranked_.begin() + sorted_, ranked_.begin() + wanted, likelier);
     for (int64_t r = sorted_; r < wanted; ++r) rank_of_class_[ranked_[r]] = r;
     sorted_ = wanted;
   }

@@ -14,7 +14,6 @@ namespace ctc_ext {
 namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
-constexpr int64_t kNotRanked = std::numeric_limits<int64_t>::max();
 // Added to the scorers' bounds: they sum the same terms as the scores in another order, so may
 // round a hair below them.
 constexpr double kBoundSlack = 1e-9;
@@ -31,7 +30,7 @@ void check_scorer_score(double score, const char* what) {
 double PrefixSearch::Hypothesis::ctc() const { return log_add(log_blank, log_nonblank); }
 
 PrefixSearch::PrefixSearch(const SearchOptions& options, const std::vector<const PrefixScorer*>& scorers)
-    : options_(options), rank_of_class_(options.num_classes, kNotRanked) {
+    : options_(options) {
   for (const PrefixScorer* scorer : scorers) sessions_.push_back(scorer->begin_utterance());
   nodes_.push_back({-1, -1, 0, 0.0});
   for (auto& session : sessions_) node_states_.push_back(session->start());
@@ -39,7 +38,7 @@ PrefixSearch::PrefixSearch(const SearchOptions& options, const std::vector<const
   ranked_.resize(options.num_classes);
   std::iota(ranked_.begin(), ranked_.end(), int64_t(0));
   const size_t tables = 64;
-  for (auto* table : {&candidate_stamp_, &candidate_position_, &beam_stamp_, &beam_position_, &ranks_seen_}) {
+  for (auto* table : {&candidate_stamp_, &candidate_position_, &beam_stamp_, &beam_position_, &extended_stamp_}) {
     table->assign(tables, 0);
   }
 }
@@ -55,7 +54,6 @@ int64_t PrefixSearch::class_of_rank(int64_t rank) {
     // costs more on flat frames, where many chunks are asked for).
     if (wanted < C) std::nth_element(ranked_.begin() + sorted_, ranked_.begin() + wanted - 1, ranked_.end(), likelier);
     std::sort(ranked_.begin() + sorted_, ranked_.begin() + wanted, likelier);
-    for (int64_t r = sorted_; r < wanted; ++r) rank_of_class_[ranked_[r]] = r;
     sorted_ = wanted;
   }
   return ranked_[rank];
@@ -109,7 +107,7 @@ int64_t PrefixSearch::child(int64_t node, int64_t label) {
   nodes_.push_back({node, label, nodes_[node].length + 1, total});
   children_.emplace(key, created);
   if (nodes_.size() > candidate_stamp_.size()) {
-    for (auto* table : {&candidate_stamp_, &candidate_position_, &beam_stamp_, &beam_position_, &ranks_seen_}) {
+    for (auto* table : {&candidate_stamp_, &candidate_position_, &beam_stamp_, &beam_position_, &extended_stamp_}) {
       table->resize(2 * nodes_.size(), 0);
     }
   }
@@ -139,7 +137,6 @@ void PrefixSearch::step(const double* lp) {
   frame_ = lp;
   ++num_frames_;
   ++stamp_;
-  for (int64_t r = 0; r < sorted_; ++r) rank_of_class_[ranked_[r]] = kNotRanked;
   sorted_ = 0;
   int64_t usable_ranks = options_.num_classes;
   if (options_.max_tokens_per_frame > 0) usable_ranks = std::min(usable_ranks, options_.max_tokens_per_frame);
@@ -169,8 +166,7 @@ void PrefixSearch::step(const double* lp) {
     const double total = hypothesis.ctc();
     const double prefix_scorer_total = nodes_[node].scorer_total;
     const double max_gain = max_extension_bound(node);
-    int64_t rank = 0;
-    for (; rank < usable_ranks; ++rank) {
+    for (int64_t rank = 0; rank < usable_ranks; ++rank) {
       const int64_t label = class_of_rank(rank);
       if (rank > 0 && lp[label] < options_.token_min_log_prob) {
         usable_ranks = rank;  // so are all later classes of this frame
@@ -180,16 +176,15 @@ void PrefixSearch::step(const double* lp) {
       if (total + lp[label] + prefix_scorer_total + max_gain + kBoundSlack < cutoff()) break;
       // A repeated label starts a new token only after a blank.
       const double extension = (label == last_label ? hypothesis.log_blank : total) + lp[label];
+      if (extension == kNegInf) continue;
+      // Skipped when even the bound cannot reach the cutoff (the loop below adds it to a prefix in
+      // the beam), before any look-up.
+      if (extension + prefix_scorer_total + extension_bound(node, label) + kBoundSlack < cutoff()) continue;
       const auto existing = children_.find(node * options_.num_classes + label);
       if (existing != children_.end() && beam_stamp_[existing->second] == stamp_) {
         Hypothesis& extended = candidate_of_node(existing->second);
         extended.log_nonblank = log_add(extended.log_nonblank, extension);
-        continue;
-      }
-      if (extension == kNegInf) continue;
-      // A prefix built before is scored already; a new one is built only if its bound passes.
-      if (existing == children_.end() &&
-          extension + prefix_scorer_total + extension_bound(node, label) + kBoundSlack < cutoff()) {
+        extended_stamp_[existing->second] = stamp_;
         continue;
       }
       const int64_t extended_node = existing != children_.end() ? existing->second : child(node, label);
@@ -199,14 +194,13 @@ void PrefixSearch::step(const double* lp) {
       extended.log_nonblank = log_add(extended.log_nonblank, extension);
       offer(score);
     }
-    ranks_seen_[node] = rank;
   }
   // Prefixes in the beam whose parent is in the beam too receive the parent's extension by their
-  // last label even where the loop above stopped before that label.
+  // last label where the loop above did not add it (it stopped or skipped before that label).
   for (const Hypothesis& hypothesis : beam_) {
     const Node& prefix = nodes_[hypothesis.node];
     if (prefix.parent < 0 || beam_stamp_[prefix.parent] != stamp_) continue;
-    if (rank_of_class_[prefix.label] < ranks_seen_[prefix.parent]) continue;  // added above
+    if (extended_stamp_[hypothesis.node] == stamp_) continue;  // added above
     const Hypothesis& parent = beam_[beam_position_[prefix.parent]];
     const double from_parent = prefix.label == nodes_[prefix.parent].label ? parent.log_blank : parent.ctc();
     Hypothesis& extended = candidate_of_node(hypothesis.node);

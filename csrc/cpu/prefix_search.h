@@ -127,12 +127,12 @@ class PrefixSearch {
   int64_t num_frames_ = 0;
   // This frame's classes by decreasing log-probability: ranked_[0, sorted_) is sorted.
   const double* frame_ = nullptr;
-  std::vector<int64_t> ranked_, rank_of_class_;
+  std::vector<int64_t> ranked_;
   int64_t sorted_ = 0, usable_ranks_ = 0;
-  // Per node: the frame (stamp) it was last a candidate / in the beam, where, and how many of the
-  // frame's ranked classes its extensions looked at.
+  // Per node: the frame (stamp) it was last a candidate / in the beam and where, and the frame its
+  // parent's extension was last added to it by the loop over the parent's classes.
   int64_t stamp_ = 0;
-  std::vector<int64_t> candidate_stamp_, candidate_position_, beam_stamp_, beam_position_, ranks_seen_;
+  std::vector<int64_t> candidate_stamp_, candidate_position_, beam_stamp_, beam_position_, extended_stamp_;
 };
 
 // The most likely frame path of `labels` (Viterbi): (start, end) frames of every label, end

@@ -10,6 +10,7 @@ be shared and absolute times noisy.  `benchmark_rows()` returns the rows as dict
 """
 
 import argparse
+import math
 import statistics
 import time
 from typing import Callable, Dict, List
@@ -223,6 +224,38 @@ def synthetic_lm_task(vocabulary: str, T: int, N: int, workdir: str, seed: int =
         logits[t:, n, 0] += confidence
         texts.append(" ".join(text))
     return tokens, logits, arpa, texts
+
+
+def text_log_likelihood(frame_log_probs: torch.Tensor, labels: List[int], blank: int, delimiters=()) -> float:
+    """log p_ctc of a hypothesis of ctc_ext.CTCDecoder: the sum over the frame paths of ``labels``
+    and of every label sequence that differs from it only by delimiters ending no word (at the
+    start, or after a delimiter), as the decoder scores it.  ``frame_log_probs``: (T, C)."""
+    lp = frame_log_probs.double()
+    delimiters = sorted(set(delimiters))
+    absorbed = torch.logsumexp(lp[:, [blank] + delimiters], 1)  # a blank or a delimiter
+    S = 2 * len(labels) + 1
+    emit = torch.empty(lp.shape[0], S, dtype=torch.float64)
+    stays = torch.ones(S, dtype=torch.bool)
+    skips = torch.zeros(S, dtype=torch.bool)
+    for s in range(S):
+        if s % 2 == 0:  # a blank state: it absorbs delimiters at the start and after a delimiter
+            emit[:, s] = absorbed if s == 0 or labels[s // 2 - 1] in delimiters else lp[:, blank]
+        else:
+            label = labels[s // 2]
+            emit[:, s] = lp[:, label]
+            stays[s] = label not in delimiters  # a repeated delimiter goes to the blank state after it
+            skips[s] = s >= 3 and labels[s // 2 - 1] != label
+    alpha = torch.full((S,), -math.inf, dtype=torch.float64)
+    alpha[0] = emit[0, 0]
+    if S > 1:
+        alpha[1] = emit[0, 1]
+    for t in range(1, lp.shape[0]):
+        stay = torch.where(stays, alpha, torch.tensor(-math.inf, dtype=torch.float64))
+        padded = torch.cat([torch.full((2,), -math.inf, dtype=torch.float64), alpha])
+        step = padded[1:-1]
+        skip = torch.where(skips, padded[:-2], torch.tensor(-math.inf, dtype=torch.float64))
+        alpha = torch.logsumexp(torch.stack([stay, step, skip]), 0) + emit[t]
+    return float(torch.logsumexp(alpha[-2:], 0)) if S > 1 else float(alpha[0])
 
 
 def lm_benchmark_rows(

@@ -193,6 +193,16 @@ class PrefixDecoder {
     options_.beam_threshold = beam_threshold;
     options_.token_min_log_prob = token_min_log_prob;
     options_.max_tokens_per_frame = max_tokens_per_frame;
+    if (words_) {
+      std::vector<uint8_t> delimiters(num_classes, 0);
+      bool any = false;
+      for (int64_t c = 0; c < num_classes && c < words_->size(); ++c) {
+        const TokenRole& role = words_->role(c);
+        delimiters[c] = c != blank && role.piece.empty() && role.word_end && !role.word_start;
+        any = any || delimiters[c];
+      }
+      if (any) options_.word_delimiters = std::move(delimiters);
+    }
     for (const auto& scorer : scorers_) scorer_pointers_.push_back(scorer.get());
   }
 

@@ -147,11 +147,20 @@ void PrefixSearch::step(const double* lp) {
     beam_stamp_[beam_[i].node] = stamp_;
     beam_position_[beam_[i].node] = static_cast<int64_t>(i);
   }
-  // Prefixes that stay: a blank, or their last label repeated.
+  double delimiter_log_prob = kNegInf;  // of any word delimiter
+  for (size_t c = 0; c < options_.word_delimiters.size(); ++c) {
+    if (options_.word_delimiters[c]) delimiter_log_prob = log_add(delimiter_log_prob, lp[c]);
+  }
+  // Prefixes that stay: a blank (or an absorbed delimiter), or their last label repeated.
   for (const Hypothesis& hypothesis : beam_) {
     const int64_t last_label = nodes_[hypothesis.node].label;
-    const double blank_part = hypothesis.ctc() + lp[blank];
-    const double repeat_part = last_label >= 0 ? hypothesis.log_nonblank + lp[last_label] : kNegInf;
+    double blank_part = hypothesis.ctc() + lp[blank];
+    double repeat_part = last_label >= 0 ? hypothesis.log_nonblank + lp[last_label] : kNegInf;
+    if (absorbs_delimiters(hypothesis.node)) {
+      // A delimiter, repeated or not, counts as a blank: its paths all end "in a blank".
+      blank_part = log_add(blank_part, hypothesis.ctc() + delimiter_log_prob);
+      repeat_part = kNegInf;
+    }
     Hypothesis& same = candidate_of_node(hypothesis.node);
     same.log_blank = log_add(same.log_blank, blank_part);
     same.log_nonblank = log_add(same.log_nonblank, repeat_part);
@@ -166,13 +175,14 @@ void PrefixSearch::step(const double* lp) {
     const double total = hypothesis.ctc();
     const double prefix_scorer_total = nodes_[node].scorer_total;
     const double max_gain = max_extension_bound(node);
+    const bool absorbs = absorbs_delimiters(node);
     for (int64_t rank = 0; rank < usable_ranks; ++rank) {
       const int64_t label = class_of_rank(rank);
       if (rank > 0 && lp[label] < options_.token_min_log_prob) {
         usable_ranks = rank;  // so are all later classes of this frame
         break;
       }
-      if (label == blank) continue;
+      if (label == blank || (absorbs && options_.word_delimiters[label])) continue;
       if (total + lp[label] + prefix_scorer_total + max_gain + kBoundSlack < cutoff()) break;
       // A repeated label starts a new token only after a blank.
       const double extension = (label == last_label ? hypothesis.log_blank : total) + lp[label];

@@ -71,6 +71,11 @@ struct SearchOptions {
   // class always), and by at most max_tokens_per_frame classes (0: no limit).
   double token_min_log_prob = -std::numeric_limits<double>::infinity();
   int64_t max_tokens_per_frame = 0;
+  // Per class (empty: none): 1 for a word delimiter, a class that only ends a word.  A delimiter
+  // that ends no word (at the start, or after another delimiter) is absorbed like a blank, so the
+  // label sequences that differ only by such delimiters (spelling the same words) are one
+  // hypothesis, with their probabilities summed, instead of taking several places in the beam.
+  std::vector<uint8_t> word_delimiters;
 };
 
 struct SearchHypothesis {
@@ -112,6 +117,10 @@ class PrefixSearch {
   Hypothesis& candidate_of_node(int64_t node);
   void offer(double score);  // a candidate's (partial) score, for the running cutoff
   double cutoff() const;
+  // Whether delimiters after `node` are absorbed (it is the root or ends with a delimiter).
+  bool absorbs_delimiters(int64_t node) const {
+    return !options_.word_delimiters.empty() && (node == 0 || options_.word_delimiters[nodes_[node].label]);
+  }
   void prune();
   std::vector<int64_t> labels_of(int64_t node) const;
 

@@ -155,6 +155,23 @@ def test_nbest_equals_brute_force_fused_ranking(arpa_path, convention, tokens, T
     assert_nbest_is_ranking(decoder(logits)[0], ranked, 12)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_text_log_likelihood_sums_the_spellings_with_empty_words(seed):
+    # bench_decode.text_log_likelihood (the exact CTC score of the pyctcdecode comparisons) against
+    # enumeration: the sum over every label sequence that differs only by delimiters ending no word.
+    from ctc_ext.bench_decode import text_log_likelihood
+
+    frame_log_probs = random_logits(6, 1, 4, seed=70 + seed)[:, 0].log_softmax(-1)
+    sequences = [list(s) for n in range(7) for s in itertools.product([1, 2, 3], repeat=n)]
+    merged = {}
+    for sequence, ctc in zip(sequences, sequence_log_likelihoods(frame_log_probs, sequences, 0)):
+        key = tuple(without_empty_words(sequence, {1}))
+        merged[key] = log_add(merged.get(key, -math.inf), ctc)
+        assert text_log_likelihood(frame_log_probs, sequence, 0) == pytest.approx(ctc, abs=1e-9)
+    for sequence, ctc in merged.items():
+        assert text_log_likelihood(frame_log_probs, list(sequence), 0, [1]) == pytest.approx(ctc, abs=1e-9)
+
+
 def search_score_of_words(tokens, labels, convention, reference, lm_weight, word_score, unk_score, lookahead):
     """What a prefix adds to its CTC score during the search: its finished words' fused score and,
     for its partial word, unk_score once it is no prefix of a vocabulary word, plus its look-ahead

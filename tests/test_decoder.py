@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from arpa_reference import LN_10, ReferenceArpa
+from arpa_reference import ReferenceArpa
 from test_decode import log_add, random_logits, sequence_log_likelihoods
 
 import ctc_ext
@@ -175,8 +175,8 @@ def test_text_log_likelihood_sums_the_spellings_with_empty_words(seed):
 def search_score_of_words(tokens, labels, convention, reference, lm_weight, word_score, unk_score, lookahead):
     """What a prefix adds to its CTC score during the search: its finished words' fused score and,
     for its partial word, unk_score once it is no prefix of a vocabulary word, plus its look-ahead
-    (in context: contextual_lookahead of the vocabulary words it begins; "<unk>"'s unigram when
-    none)."""
+    (lm_weight * the best unigram log-probability of the vocabulary words it begins; "<unk>"'s
+    when none)."""
     text = "".join(tokens[c] for c in labels)
     if convention == "delimiter":
         *finished, partial = text.split("|")
@@ -193,24 +193,8 @@ def search_score_of_words(tokens, labels, convention, reference, lm_weight, word
         below = [w for w in vocabulary if w.startswith(partial)]
         total += 0 if below else unk_score
         if lookahead:
-            unigram = lm_weight * max(reference.ln_prob(w, []) for w in below or ["<unk>"])
-            total += contextual_lookahead(reference, history, below, unigram, lm_weight) if below else unigram
+            total += lm_weight * max(reference.ln_prob(w, []) for w in below or ["<unk>"])
     return total
-
-
-def contextual_lookahead(reference, history, below, unigram, lm_weight):
-    """lm_weight * the best log-probability the model lists for a word of `below` after each
-    context on the back-off chain of `history` (back-off weights added), or the back-off weights
-    plus the unigram look-ahead."""
-    best, backoff = -math.inf, 0.0
-    context = reference.longest_known_suffix(history)
-    while context:
-        for word in below:
-            if context + (word,) in reference.probs:
-                best = max(best, lm_weight * LN_10 * (backoff + reference.probs[context + (word,)]))
-        backoff += reference.backoffs.get(context, 0.0)
-        context = context[1:]
-    return max(best, lm_weight * LN_10 * backoff + unigram)
 
 
 def reference_fused_beam_search(frame_log_probs, beam_width, prefix_score, final_score, delimiters=()):

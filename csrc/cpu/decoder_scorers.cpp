@@ -33,7 +33,7 @@ std::vector<TokenWords::Word> TokenWords::words(const std::vector<int64_t>& toke
   return words;
 }
 
-int32_t WordTrie::insert(std::string_view word, int32_t value) {
+void WordTrie::insert(std::string_view word, int32_t value) {
   int32_t node = kRoot;
   for (const char c : word) {
     const uint64_t key = static_cast<uint64_t>(node) << 8 | static_cast<unsigned char>(c);
@@ -48,7 +48,6 @@ int32_t WordTrie::insert(std::string_view word, int32_t value) {
     }
   }
   if (values_[node] == kNotWord) values_[node] = value;
-  return node;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -88,15 +87,13 @@ LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel
     const std::vector<std::string>& vocabulary = *lm_->vocabulary();
     // The look-ahead of a word: lm_weight * its unigram log-probability ("<unk>"'s for known words).
     std::vector<std::pair<std::string_view, double>> word_lookaheads;
-    std::vector<int32_t> spelled;  // the model's words in the trie
     double unknown_log_prob = 0;
     lookahead = lookahead && lm_->unigram_log_prob(-1, &unknown_log_prob);
     unknown_lookahead_ = lookahead ? lm_weight_ * unknown_log_prob : 0.0;
     for (size_t i = 0; i < vocabulary.size(); ++i) {
       const std::string& word = vocabulary[i];
       if (word.empty() || word == "<s>" || word == "</s>" || word == "<unk>") continue;  // never spelled
-      const int32_t node = vocabulary_.insert(word, static_cast<int32_t>(i));
-      if (vocabulary_.value(node) == static_cast<int32_t>(i)) spelled.push_back(static_cast<int32_t>(i));
+      vocabulary_.insert(word, static_cast<int32_t>(i));
       double log_prob = 0;
       if (lookahead && lm_->unigram_log_prob(static_cast<int32_t>(i), &log_prob)) {
         word_lookaheads.push_back({word, lm_weight_ * log_prob});
@@ -106,23 +103,6 @@ LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel
       if (word.empty()) continue;
       vocabulary_.insert(word, kKnownUnknown);
       word_lookaheads.push_back({word, unknown_lookahead_});
-    }
-    if (lookahead && lm_weight_ > 0 && lm_->ngram_model() != nullptr) {
-      // The model's words in spelling order: those below a node are a range of ranks.
-      ngram_ = lm_->ngram_model();
-      std::sort(spelled.begin(), spelled.end(), [&](int32_t a, int32_t b) { return vocabulary[a] < vocabulary[b]; });
-      spelling_rank_.assign(vocabulary.size(), -1);
-      ranks_below_.assign(vocabulary_.num_nodes(), {0, 0});
-      for (int32_t rank = 0; rank < static_cast<int32_t>(spelled.size()); ++rank) {
-        spelling_rank_[spelled[rank]] = rank;
-        int32_t node = WordTrie::kRoot;
-        for (const char c : vocabulary[spelled[rank]]) {
-          node = vocabulary_.step(node, static_cast<unsigned char>(c));
-          auto& [first, last] = ranks_below_[node];
-          if (first == last) first = rank;
-          last = rank + 1;
-        }
-      }
     }
     if (lookahead) {
       // A node's look-ahead: the best of the words at or below it.
@@ -141,17 +121,21 @@ LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel
   for (int64_t token = 0; token < words_->size(); ++token) {
     const TokenRole& role = words_->role(token);
     if (role.word_start) {
-      fresh_word_gain_[token] =
-          gain_bound(WordTrie::kRoot, 0, 0.0, 0.0, token, [this](int32_t node) { return lookahead_of(node); });
-      // In context a node's look-ahead is at most 0 (lm_weight * log p); off the trie it is "<unk>"'s.
-      const double in_any_context = gain_bound(WordTrie::kRoot, 0, 0.0, 0.0, token, [this](int32_t node) {
-        return ngram_ != nullptr && node != WordTrie::kOff ? 0.0 : lookahead_of(node);
-      });
-      max_fresh_word_gain_ = std::max(max_fresh_word_gain_, in_any_context);
+      fresh_word_gain_[token] = gain_bound(WordTrie::kRoot, 0, 0.0, 0.0, token);
+      max_fresh_word_gain_ = std::max(max_fresh_word_gain_, fresh_word_gain_[token]);
     } else if (role.word_end && !role.piece.empty()) {
       continuation_ends_word_ = true;
     }
   }
+}
+
+double LanguageModelScorer::append_byte(int32_t& node, double& lookahead, unsigned char byte) const {
+  if (!has_vocabulary_ || node == WordTrie::kOff) return 0;  // off the trie: penalised when it left
+  node = vocabulary_.step(node, byte);
+  const double next = lookahead_of(node);
+  const double gain = (node == WordTrie::kOff ? unk_score_ : 0.0) + (next - lookahead);
+  lookahead = next;
+  return gain;
 }
 
 double LanguageModelScorer::unscored_word_bound(int32_t node) const {
@@ -159,6 +143,25 @@ double LanguageModelScorer::unscored_word_bound(int32_t node) const {
   const bool unknown_in_trie =
       has_vocabulary_ && node != WordTrie::kOff && vocabulary_.value(node) == WordTrie::kNotWord;
   return word_score_ + (unknown_in_trie ? unk_score_ : 0.0);
+}
+
+double LanguageModelScorer::gain_bound(int32_t node, int64_t length, double lookahead, double completion,
+                                       int64_t token) const {
+  double gain = 0;
+  bool own_word = true;  // the partial word is still the prefix's own
+  words_->walk(
+      token,
+      [&](unsigned char byte) {
+        own_word = false;
+        gain += append_byte(node, lookahead, byte);
+        ++length;
+      },
+      [&] {
+        if (length == 0) return;
+        gain += own_word ? completion : unscored_word_bound(node) - lookahead;
+        node = WordTrie::kRoot, length = 0, lookahead = 0, own_word = false;
+      });
+  return gain;
 }
 
 class LanguageModelSession : public ScorerSession {
@@ -170,7 +173,7 @@ class LanguageModelSession : public ScorerSession {
         cheap_queries_(scorer.lm_->cheap_queries()) {}
 
   int64_t start() override {
-    states_.push_back({lm_->start(), WordTrie::kRoot, 0, "", 0.0, kUnknownCompletion, 0});
+    states_.push_back({lm_->start(), WordTrie::kRoot, 0, "", 0.0, kUnknownCompletion});
     return static_cast<int64_t>(states_.size()) - 1;
   }
 
@@ -181,8 +184,7 @@ class LanguageModelSession : public ScorerSession {
     scorer_.words_->walk(
         token,
         [&](unsigned char byte) {
-          score += scorer_.append_byte(state.node, state.lookahead, byte,
-                                       [&](int32_t node) { return lookahead(node, state.lm_state); });
+          score += scorer_.append_byte(state.node, state.lookahead, byte);
           ++state.length;
           if (needs_text_) state.text.push_back(static_cast<char>(byte));
         },
@@ -200,18 +202,10 @@ class LanguageModelSession : public ScorerSession {
 
   double extension_bound(int64_t handle, int64_t token) override {
     const TokenRole& role = scorer_.words_->role(token);
-    if (role.word_start) {
-      const double own = completion(handle);
-      if (scorer_.ngram_ == nullptr) return own + scorer_.fresh_word_gain_[token];
-      const State& state = states_[handle];  // the next word's look-ahead is in the context after this one
-      const int64_t history = state.length > 0 ? state.completed_lm_state : state.lm_state;
-      return own + scorer_.gain_bound(WordTrie::kRoot, 0, 0.0, 0.0, token,
-                                      [&](int32_t node) { return lookahead(node, history); });
-    }
+    if (role.word_start) return completion(handle) + scorer_.fresh_word_gain_[token];
     const double own = role.word_end ? completion(handle) : 0.0;
     const State& state = states_[handle];
-    return scorer_.gain_bound(state.node, state.length, state.lookahead, own, token,
-                              [&](int32_t node) { return lookahead(node, state.lm_state); });
+    return scorer_.gain_bound(state.node, state.length, state.lookahead, own, token);
   }
 
   double max_extension_bound(int64_t handle) override {
@@ -237,40 +231,12 @@ class LanguageModelSession : public ScorerSession {
   static constexpr double kUnknownCompletion = std::numeric_limits<double>::quiet_NaN();
   struct State {
     int64_t lm_state;
-    int32_t node;                // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
-    int64_t length;              // bytes in the partial word
-    std::string text;            // the partial word, kept only for models that read it
-    double lookahead;            // the partial word's look-ahead, included in the prefix's score
-    double completion;           // the score of finishing the partial word (a bound for costly models), once asked
-    int64_t completed_lm_state;  // the model's state after that word (models with cheap queries)
+    int32_t node;       // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
+    int64_t length;     // bytes in the partial word
+    std::string text;   // the partial word, kept only for models that read it
+    double lookahead;   // the partial word's look-ahead, included in the prefix's score
+    double completion;  // the score of finishing the partial word (a bound for costly models), once asked
   };
-
-  // The look-ahead of a trie node after the history `lm_state` (kept per pair).
-  double lookahead(int32_t node, int64_t lm_state) {
-    if (scorer_.ngram_ == nullptr || node == WordTrie::kOff) return scorer_.lookahead_of(node);
-    const uint64_t key = static_cast<uint64_t>(lm_state) << 32 | static_cast<uint32_t>(node);
-    const auto found = lookahead_cache_.find(key);
-    if (found != lookahead_cache_.end()) return found->second;
-    const auto [first, last] = scorer_.ranks_below_[node];
-    const double weight = scorer_.lm_weight_;
-    double best = -std::numeric_limits<double>::infinity(), log_backoff = 0;
-    auto state = static_cast<NgramLanguageModel::State>(lm_state);
-    while (true) {
-      const NgramLanguageModel::Context context = scorer_.ngram_->context(state);
-      if (context.empty) {
-        best = std::max(best, weight * log_backoff + scorer_.lookahead_of(node));
-        break;
-      }
-      for (size_t i = 0; i < context.count; ++i) {
-        const int32_t rank = scorer_.spelling_rank_[context.words[i]];
-        if (rank >= first && rank < last) best = std::max(best, weight * (log_backoff + context.log_probs[i]));
-      }
-      log_backoff += context.log_backoff;
-      state = context.shorter;
-    }
-    lookahead_cache_.emplace(key, best);
-    return best;
-  }
 
   static double checked_log_prob(double log_prob) {
     if (!(log_prob <= 0)) {
@@ -289,7 +255,6 @@ class LanguageModelSession : public ScorerSession {
       if (cheap_queries_) {
         State finished = state;
         state.completion = finish_word(finished);
-        state.completed_lm_state = finished.lm_state;
       } else {
         state.completion = scorer_.unscored_word_bound(state.node) - state.lookahead;
       }
@@ -309,7 +274,7 @@ class LanguageModelSession : public ScorerSession {
     }
     int64_t next = state.lm_state;
     score += scorer_.lm_weight_ * checked_log_prob(lm_->score(state.lm_state, state.text, word_index, &next));
-    state = {next, WordTrie::kRoot, 0, "", 0.0, kUnknownCompletion, 0};
+    state = {next, WordTrie::kRoot, 0, "", 0.0, kUnknownCompletion};
     return score;
   }
 
@@ -317,7 +282,6 @@ class LanguageModelSession : public ScorerSession {
   std::unique_ptr<WordLanguageModelSession> lm_;
   const bool needs_text_, cheap_queries_;
   std::vector<State> states_;
-  std::unordered_map<uint64_t, double> lookahead_cache_;  // (model state, trie node) -> look-ahead
 };
 
 std::unique_ptr<ScorerSession> LanguageModelScorer::begin_utterance() const {

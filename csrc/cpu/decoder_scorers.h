@@ -63,8 +63,8 @@ class WordTrie {
   static constexpr int32_t kNotWord = std::numeric_limits<int32_t>::min();  // a node that ends no word
 
   WordTrie() : values_(1, kNotWord) {}
-  // Inserts `word` with `value` unless it is there already (the first value stays); returns its node.
-  int32_t insert(std::string_view word, int32_t value);
+  // Inserts `word` with `value` unless it is there already (the first value stays).
+  void insert(std::string_view word, int32_t value);
   int32_t step(int32_t node, unsigned char byte) const {
     if (node == kOff) return kOff;
     const auto found = children_.find(static_cast<uint64_t>(node) << 8 | byte);
@@ -102,9 +102,6 @@ class WordLanguageModel {
   // Natural-log unigram probability of a word of vocabulary() (-1: "<unk>"), for the look-ahead
   // of partial words; false when the model cannot tell.
   virtual bool unigram_log_prob(int32_t /*word_index*/, double* /*log_prob*/) const { return false; }
-  // The n-gram model behind it (its states are the session's states), for a look-ahead in
-  // context; nullptr when there is none.
-  virtual const NgramLanguageModel* ngram_model() const { return nullptr; }
 };
 
 // The C++ n-gram model (ngram_lm.h) as a word-level model: states are its states.
@@ -119,7 +116,6 @@ class NgramWordModel : public WordLanguageModel {
     *log_prob = lm_->score(lm_->null_state(), word_index, nullptr);
     return true;
   }
-  const NgramLanguageModel* ngram_model() const override { return lm_.get(); }
 
  private:
   std::shared_ptr<const NgramLanguageModel> lm_;
@@ -133,10 +129,7 @@ class NgramWordModel : public WordLanguageModel {
 // Look-ahead (`lookahead`, for models that give unigram probabilities): a partial word also
 // carries lm_weight * the best unigram log-probability of the vocabulary words it begins (its
 // trie node's look-ahead; off the trie, that of "<unk>"), so that prefixes ending inside a word
-// are not ranked as if its word cost nothing.  With the C++ n-gram model (and lm_weight > 0) the
-// look-ahead is taken in context: the best over those words of what the model lists after the
-// prefix's history (each context on the back-off chain, its back-off weights added) and of the
-// back-off weights plus the unigram look-ahead.  Each extension adds the change of look-ahead, and
+// are not ranked as if its word cost nothing.  Each extension adds the change of look-ahead, and
 // the look-ahead is taken back when the word is scored, so finished hypotheses keep their exact
 // fused score: it only changes which prefixes the beam keeps.
 class LanguageModelScorer : public PrefixScorer {
@@ -153,41 +146,14 @@ class LanguageModelScorer : public PrefixScorer {
     return node == WordTrie::kOff ? unknown_lookahead_ : lookahead_[node];
   }
   // Appends a byte to a partial word (its trie node and look-ahead); returns the change of score.
-  // lookahead_of_node(node): the look-ahead of a trie node (kOff included) for the history.
-  template <typename LookaheadOf>
-  double append_byte(int32_t& node, double& lookahead, unsigned char byte, LookaheadOf&& lookahead_of_node) const {
-    if (!has_vocabulary_ || node == WordTrie::kOff) return 0;  // off the trie: penalised when it left
-    node = vocabulary_.step(node, byte);
-    const double next = lookahead_of_node(node);
-    const double gain = (node == WordTrie::kOff ? unk_score_ : 0.0) + (next - lookahead);
-    lookahead = next;
-    return gain;
-  }
+  double append_byte(int32_t& node, double& lookahead, unsigned char byte) const;
   // An upper bound of the score of finishing a word at trie node `node` without asking the
   // model: log p_lm <= 0.
   double unscored_word_bound(int32_t node) const;
   // An upper bound of the score of appending `token` to a prefix whose partial word has trie node
   // `node`, `length` bytes and look-ahead `lookahead`, `completion` being the score of finishing
   // that partial word: exact but for words the token begins and ends (unscored_word_bound).
-  template <typename LookaheadOf>
-  double gain_bound(int32_t node, int64_t length, double lookahead, double completion, int64_t token,
-                    LookaheadOf&& lookahead_of_node) const {
-    double gain = 0;
-    bool own_word = true;  // the partial word is still the prefix's own
-    words_->walk(
-        token,
-        [&](unsigned char byte) {
-          own_word = false;
-          gain += append_byte(node, lookahead, byte, lookahead_of_node);
-          ++length;
-        },
-        [&] {
-          if (length == 0) return;
-          gain += own_word ? completion : unscored_word_bound(node) - lookahead;
-          node = WordTrie::kRoot, length = 0, lookahead = 0, own_word = false;
-        });
-    return gain;
-  }
+  double gain_bound(int32_t node, int64_t length, double lookahead, double completion, int64_t token) const;
 
   std::shared_ptr<const WordLanguageModel> lm_;
   std::shared_ptr<const TokenWords> words_;
@@ -197,14 +163,9 @@ class LanguageModelScorer : public PrefixScorer {
   std::vector<double> lookahead_;  // per trie node (empty: no look-ahead); 0 at the root
   double unknown_lookahead_ = 0;   // of a partial word off the trie
   // Per token that starts a word: gain_bound() after the previous word is finished (from the
-  // root; unigram look-ahead only); and an upper bound of it over those tokens in any context.
+  // root); and their largest.
   std::vector<double> fresh_word_gain_;
   double max_fresh_word_gain_ = -std::numeric_limits<double>::infinity();
-  // Look-ahead in context: the model, the rank of each of its words in spelling order (-1: not
-  // in the trie), and per trie node the ranks [first, last) of the model's words below it.
-  const NgramLanguageModel* ngram_ = nullptr;
-  std::vector<int32_t> spelling_rank_;
-  std::vector<std::pair<int32_t, int32_t>> ranks_below_;
   bool continuation_ends_word_ = false;  // some token that starts no word spells bytes and ends one
  public:
   static constexpr int32_t kKnownUnknown = -2;

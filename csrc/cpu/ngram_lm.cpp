@@ -476,25 +476,6 @@ double NgramLanguageModel::end_score(State state) const { return score(state, im
 
 const std::vector<std::string>& NgramLanguageModel::vocabulary() const { return impl_->vocabulary; }
 
-NgramLanguageModel::Context NgramLanguageModel::context(State state) const {
-  impl_->check_state(state);
-  const auto [n, index] = impl_->locate(state);
-  Context context;
-  if (n == 0) return context;
-  context.empty = false;
-  const Impl::Level& level = impl_->levels[n];
-  if (n < impl_->order) {
-    const Impl::Level& children = impl_->levels[n + 1];
-    const uint32_t begin = level.child_begin[index];
-    context.words = children.words.data() + begin;
-    context.log_probs = children.log_probs.data() + begin;
-    context.count = level.child_begin[index + 1] - begin;
-    context.log_backoff = level.log_backoffs[index];
-  }
-  context.shorter = level.next_states[index];
-  return context;
-}
-
 size_t NgramLanguageModel::num_ngrams(int n) const {
   if (n < 1 || n > impl_->order) {
     throw std::out_of_range("ctc_ext: n-gram order " + std::to_string(n) + " out of range [1, " +

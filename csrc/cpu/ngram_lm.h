@@ -38,19 +38,6 @@ class NgramLanguageModel {
   // Natural-log probability of "</s>" after `state`.
   double end_score(State state) const;
   const std::vector<std::string>& vocabulary() const;
-  // What the model lists after the context `state`: the words of its n-grams of the next order
-  // (`count` of them, with their natural-log probabilities, back-off not included), the
-  // context's back-off weight and the state of its longest proper suffix.  For the empty context
-  // (every word follows it as a unigram) `empty` is set and nothing else.
-  struct Context {
-    bool empty = true;
-    const int32_t* words = nullptr;
-    const float* log_probs = nullptr;
-    size_t count = 0;
-    double log_backoff = 0;
-    State shorter = 0;
-  };
-  Context context(State state) const;
   size_t num_ngrams(int n) const;  // how many n-grams of order n the file held
 
   ~NgramLanguageModel();

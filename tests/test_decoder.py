@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from arpa_reference import ReferenceArpa
-from test_decode import log_add, random_logits, sequence_log_likelihoods
+from test_decode import log_add, random_logits, reference_beam, sequence_log_likelihoods
 
 import ctc_ext
 from ctc_ext.decoder import CTCDecoder
@@ -198,31 +198,9 @@ def search_score_of_words(tokens, labels, convention, reference, lm_weight, word
 
 
 def reference_fused_beam_search(frame_log_probs, beam_width, prefix_score, final_score, delimiters=()):
-    """Textbook prefix beam search over every class (blank 0), prefixes ranked by CTC +
-    prefix_score(labels); the last beam ranked by CTC + final_score(labels).  After the start or a
-    delimiter, a delimiter counts as a blank."""
-    beam = {(): (0.0, -math.inf)}
-    for frame in frame_log_probs.tolist():
-        following = {}
-
-        def add(prefix, blank_part, nonblank_part):
-            old = following.get(prefix, (-math.inf, -math.inf))
-            following[prefix] = (log_add(old[0], blank_part), log_add(old[1], nonblank_part))
-
-        for prefix, (log_blank, log_nonblank) in beam.items():
-            total = log_add(log_blank, log_nonblank)
-            add(prefix, total + frame[0], -math.inf)
-            absorbs = not prefix or prefix[-1] in delimiters
-            if absorbs:
-                for d in delimiters:
-                    add(prefix, total + frame[d], -math.inf)
-            elif prefix:
-                add(prefix, -math.inf, log_nonblank + frame[prefix[-1]])
-            for c in range(1, len(frame)):
-                if not (absorbs and c in delimiters):
-                    add(prefix + (c,), -math.inf, (log_blank if prefix and prefix[-1] == c else total) + frame[c])
-        ranked = sorted(following.items(), key=lambda item: -(log_add(*item[1]) + prefix_score(item[0])))
-        beam = dict(ranked[:beam_width])
+    """The textbook search (blank 0) ranking prefixes by CTC + prefix_score(labels); its last beam
+    ranked by CTC + final_score(labels)."""
+    beam = reference_beam(frame_log_probs, 0, beam_width, prefix_score, delimiters)
     final = [(log_add(*scores) + final_score(p), list(p)) for p, scores in beam.items()]
     return sorted(final, key=lambda item: -item[0])
 

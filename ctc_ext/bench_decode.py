@@ -10,6 +10,7 @@ be shared and absolute times noisy.  `benchmark_rows()` returns the rows as dict
 """
 
 import argparse
+import math
 import statistics
 import time
 from typing import Callable, Dict, List
@@ -44,7 +45,8 @@ def median_time(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def alternating_median_times(functions: List[Callable[[], object]], repeats: int) -> List[float]:
+def alternating_times(functions: List[Callable[[], object]], repeats: int) -> List[List[float]]:
+    """Wall times of `repeats` runs of each function after a warm-up, the functions alternating."""
     for function in functions:
         function()
     times = [[] for _ in functions]
@@ -53,7 +55,11 @@ def alternating_median_times(functions: List[Callable[[], object]], repeats: int
             start = time.perf_counter()
             function()
             times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    return times
+
+
+def alternating_median_times(functions: List[Callable[[], object]], repeats: int) -> List[float]:
+    return [statistics.median(t) for t in alternating_times(functions, repeats)]
 
 
 def benchmark_rows(shapes=SHAPES, beam_widths=BEAM_WIDTHS, repeats: int = 5, seed: int = 0) -> List[Dict]:
@@ -225,63 +231,150 @@ def synthetic_lm_task(vocabulary: str, T: int, N: int, workdir: str, seed: int =
     return tokens, logits, arpa, texts
 
 
+def text_log_likelihood(frame_log_probs: torch.Tensor, labels: List[int], blank: int, delimiters=()) -> float:
+    """log p_ctc of a hypothesis of ctc_ext.CTCDecoder: the sum over the frame paths of ``labels``
+    and of every label sequence that differs from it only by delimiters ending no word (at the
+    start, or after a delimiter), as the decoder scores it.  ``frame_log_probs``: (T, C)."""
+    lp = frame_log_probs.double()
+    delimiters = sorted(set(delimiters))
+    absorbed = torch.logsumexp(lp[:, [blank] + delimiters], 1)  # a blank or a delimiter
+    S = 2 * len(labels) + 1
+    emit = torch.empty(lp.shape[0], S, dtype=torch.float64)
+    stays = torch.ones(S, dtype=torch.bool)
+    skips = torch.zeros(S, dtype=torch.bool)
+    for s in range(S):
+        if s % 2 == 0:  # a blank state: it absorbs delimiters at the start and after a delimiter
+            emit[:, s] = absorbed if s == 0 or labels[s // 2 - 1] in delimiters else lp[:, blank]
+        else:
+            label = labels[s // 2]
+            emit[:, s] = lp[:, label]
+            stays[s] = label not in delimiters  # a repeated delimiter goes to the blank state after it
+            skips[s] = s >= 3 and labels[s // 2 - 1] != label
+    alpha = torch.full((S,), -math.inf, dtype=torch.float64)
+    alpha[0] = emit[0, 0]
+    if S > 1:
+        alpha[1] = emit[0, 1]
+    for t in range(1, lp.shape[0]):
+        stay = torch.where(stays, alpha, torch.tensor(-math.inf, dtype=torch.float64))
+        padded = torch.cat([torch.full((2,), -math.inf, dtype=torch.float64), alpha])
+        step = padded[1:-1]
+        skip = torch.where(skips, padded[:-2], torch.tensor(-math.inf, dtype=torch.float64))
+        alpha = torch.logsumexp(torch.stack([stay, step, skip]), 0) + emit[t]
+    return float(torch.logsumexp(alpha[-2:], 0)) if S > 1 else float(alpha[0])
+
+
+def fused_score_of_text(text: str, frame_log_probs: torch.Tensor, tokens: List[str], lm, weights) -> float:
+    """ctc_ext.CTCDecoder's fused score of a text (docs/decoding.md), its exact CTC part over the
+    text's spellings: with and without a delimiter at the end (characters), or the spelling the
+    synthetic posteriors were built from (word pieces: the whole-word token where there is one,
+    else the first letter with "▁" and single letters)."""
+    lm_weight, word_score, unk_score = weights
+    words = text.split()
+    index = {t: i for i, t in enumerate(tokens)}
+    if "|" in index:
+        core = [index[ch] for ch in "|".join(words)]
+        spellings = [core, core + [index["|"]]] if core else [[]]
+        delimiters = [index["|"]]
+    else:
+        core = []
+        for word in words:
+            core += (
+                [index["▁" + word]] if "▁" + word in index else [index["▁" + word[0]]] + [index[c] for c in word[1:]]
+            )
+        spellings, delimiters = [core], []
+    ctc = max(text_log_likelihood(frame_log_probs, spelling, 0, delimiters) for spelling in spellings)
+    unknown = sum(1 for word in words if word not in lm)
+    return ctc + lm_weight * lm.score(words) + word_score * len(words) + unk_score * unknown
+
+
 def lm_benchmark_rows(
     repeats: int = 3, beam_widths=(10, 50, 100), N: int = 16, lm_weight: float = 0.5, word_score: float = 1.0
 ) -> List[Dict]:
     """Utterances per second of ctc_ext.CTCDecoder (1 thread and all threads) and pyctcdecode
     (when installed; one process), with and without the 2-gram LM, characters (T=200, C=30)
-    and word pieces (T=500, C=500)."""
-    import math
+    and word pieces (T=500, C=500).  The unknown-word penalty is pyctcdecode's default
+    (unk_score_offset -10, log10 inside alpha).  Ours on 1 thread and pyctcdecode are timed
+    alternately, ``repeats`` runs each (pyctcdecode at most 3): the ratio is the median of the
+    per-run ratios, with their min and max.  With the LM, each utterance's best text of both is
+    scored under our fused score (fused_score_of_text): how many of ours are at least as high."""
     import tempfile
+
+    from .lm import NgramLM
 
     try:
         import pyctcdecode
     except ImportError:
         pyctcdecode = None
+    unk_offset = -10.0
+    unk_score = lm_weight * unk_offset * math.log(10)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for vocabulary, T in (("characters", 200), ("word-pieces", 500)):
             tokens, logits, arpa, _ = synthetic_lm_task(vocabulary, T, N, workdir)
             log_probs = logits.log_softmax(2)
             per_sample = [log_probs[:, n].numpy() for n in range(N)]
+            lm = NgramLM(arpa)
             for with_lm in (False, True):
                 for beam_width in beam_widths:
                     row = dict(vocabulary=vocabulary, T=T, N=N, C=len(tokens), lm=with_lm, beam_width=beam_width)
-                    for threads in (1, torch.get_num_threads()):
-                        decoder = ctc_ext.CTCDecoder(
+
+                    def decoder(threads, **pruning):
+                        return ctc_ext.CTCDecoder(
                             tokens,
                             lm=arpa if with_lm else None,
                             lm_weight=lm_weight,
                             word_score=word_score,
+                            unk_score=unk_score,
                             beam_width=beam_width,
                             num_threads=threads,
+                            **pruning,
                         )
-                        row[f"ours_{threads}_threads_utt_per_s"] = N / median_time(lambda: decoder(log_probs), repeats)
-                    # pyctcdecode's default pruning (beam_prune_logp=-10, token_min_logp=-5), one thread.
-                    pruned = ctc_ext.CTCDecoder(
-                        tokens,
-                        lm=arpa if with_lm else None,
-                        lm_weight=lm_weight,
-                        word_score=word_score,
-                        beam_width=beam_width,
-                        beam_threshold=10.0,
-                        token_min_log_prob=-5.0,
-                        num_threads=1,
+
+                    ours = decoder(1)
+                    many = decoder(torch.get_num_threads())
+                    row[f"ours_{torch.get_num_threads()}_threads_utt_per_s"] = N / median_time(
+                        lambda: many(log_probs), repeats
                     )
+                    # pyctcdecode's default pruning (beam_prune_logp=-10, token_min_logp=-5), one thread.
+                    pruned = decoder(1, beam_threshold=10.0, token_min_log_prob=-5.0)
                     row["ours_pruned_utt_per_s"] = N / median_time(lambda: pruned(log_probs), repeats)
                     row["threads"] = torch.get_num_threads()
-                    if pyctcdecode is not None:
-                        labels = [""] + [" " if t == "|" else t for t in tokens[1:]]
-                        reference = pyctcdecode.build_ctcdecoder(
-                            labels, kenlm_model_path=arpa if with_lm else None, alpha=lm_weight, beta=word_score
-                        )
-                        seconds = median_time(
-                            lambda: [reference.decode(x, beam_width=beam_width) for x in per_sample],
-                            max(1, repeats // 2),
-                        )
-                        row["pyctcdecode_utt_per_s"] = N / seconds
-                    else:
-                        row["pyctcdecode_utt_per_s"] = math.nan
+                    if pyctcdecode is None:
+                        row["ours_1_threads_utt_per_s"] = N / median_time(lambda: ours(log_probs), repeats)
+                        row.update(pyctcdecode_utt_per_s=math.nan, ratio=math.nan, ratio_min=math.nan)
+                        row.update(ratio_max=math.nan, fused_at_least_theirs=None)
+                        rows.append(row)
+                        continue
+                    labels = [""] + [" " if t == "|" else t for t in tokens[1:]]
+                    reference = pyctcdecode.build_ctcdecoder(
+                        labels,
+                        kenlm_model_path=arpa if with_lm else None,
+                        alpha=lm_weight,
+                        beta=word_score,
+                        unk_score_offset=unk_offset,
+                    )
+                    runs = max(1, min(repeats, 3))
+                    texts = []  # pyctcdecode's best texts, from its last run
+
+                    def run_reference():
+                        texts[:] = [" ".join(reference.decode(x, beam_width=beam_width).split()) for x in per_sample]
+
+                    ours_times, theirs_times = alternating_times([lambda: ours(log_probs), run_reference], runs)
+                    ratios = sorted(t / o for o, t in zip(ours_times, theirs_times))
+                    row["ours_1_threads_utt_per_s"] = N / statistics.median(ours_times)
+                    row["pyctcdecode_utt_per_s"] = N / statistics.median(theirs_times)
+                    row.update(ratio=statistics.median(ratios), ratio_min=ratios[0], ratio_max=ratios[-1])
+                    row["fused_at_least_theirs"] = None
+                    if with_lm:
+                        weights = (lm_weight, word_score, unk_score)
+                        best = ours(log_probs)
+                        at_least = 0
+                        for n, theirs in enumerate(texts):
+                            mine = fused_score_of_text(best[n][0].text, log_probs[:, n], tokens, lm, weights)
+                            at_least += theirs == best[n][0].text or mine >= fused_score_of_text(
+                                theirs, log_probs[:, n], tokens, lm, weights
+                            )
+                        row["fused_at_least_theirs"] = at_least
                     rows.append(row)
     return rows
 
@@ -290,8 +383,9 @@ def format_lm_table(rows: List[Dict]) -> str:
     threads = rows[0]["threads"] if rows else 1
     lines = [
         f"| vocabulary | T | C | LM | beam | ours 1 thread (utt/s) | ours {threads} threads | ours pruned as "
-        "pyctcdecode, 1 thread | pyctcdecode | ours / pyctcdecode (1 thread, exact / pruned) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "pyctcdecode, 1 thread | pyctcdecode | ours / pyctcdecode, 1 thread (min-max) | ours pruned / "
+        "pyctcdecode | our fused score >= pyctcdecode's |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         one, many, ref = (
@@ -300,9 +394,12 @@ def format_lm_table(rows: List[Dict]) -> str:
             row["pyctcdecode_utt_per_s"],
         )
         pruned = row["ours_pruned_utt_per_s"]
-        ratio = "" if ref != ref else f"{one / ref:.1f}x / {pruned / ref:.1f}x"
+        ratio = "" if ref != ref else f"{row['ratio']:.1f}x ({row['ratio_min']:.1f}-{row['ratio_max']:.1f})"
+        pruned_ratio = "" if ref != ref else f"{pruned / ref:.1f}x"
+        fused = "" if row["fused_at_least_theirs"] is None else f"{row['fused_at_least_theirs']}/{row['N']}"
         lines.append(
             f"| {row['vocabulary']} | {row['T']} | {row['C']} | {'2-gram' if row['lm'] else 'none'} | "
-            f"{row['beam_width']} | {one:,.1f} | {many:,.1f} | {pruned:,.1f} | {ref:,.1f} | {ratio} |"
+            f"{row['beam_width']} | {one:,.1f} | {many:,.1f} | {pruned:,.1f} | {ref:,.1f} | {ratio} | "
+            f"{pruned_ratio} | {fused} |"
         )
     return "\n".join(lines)

@@ -140,6 +140,11 @@ class CTCDecoder:
             ``(phrase, weight)`` pairs.  They may lie outside the language model's vocabulary.
         lm_weight, word_score, unk_score: fusion weights (``unk_score`` is added once per word the
             language model does not know, as soon as its partial word leaves the vocabulary).
+        lm_lookahead: rank a prefix ending inside a word with ``lm_weight`` times the best unigram
+            log-probability of the vocabulary words it begins (the look-ahead), replaced by the
+            word's real score when it ends.  Changes only which prefixes the beam keeps, never a
+            hypothesis' score; needs unigram probabilities (the C++ n-gram model; a Python ``lm``
+            gets no look-ahead).  Default ``True``.
         beam_width: hypotheses kept after every frame. ``nbest``: hypotheses returned.
         beam_threshold: drop hypotheses more than this below the frame's best (off: ``inf``).
         token_min_log_prob: a frame extends hypotheses only by classes of at least this
@@ -163,6 +168,7 @@ class CTCDecoder:
         lm_weight: float = 0.5,
         word_score: float = 0.0,
         unk_score: float = -10.0,
+        lm_lookahead: bool = True,
         hotword_weight: float = 10.0,
         beam_width: int = 50,
         nbest: int = 1,
@@ -208,6 +214,8 @@ class CTCDecoder:
         unk_score = _check_number(unk_score, "unk_score", allow_inf=True)
         if unk_score == math.inf:
             raise ValueError("unk_score must be below +inf")
+        if not isinstance(lm_lookahead, bool):
+            raise TypeError(f"lm_lookahead must be a bool, got {type(lm_lookahead).__name__}")
         hotword_weight = _check_number(hotword_weight, "hotword_weight")
         beam_threshold = _check_number(beam_threshold, "beam_threshold", allow_inf=True)
         if beam_threshold < 0:
@@ -250,7 +258,11 @@ class CTCDecoder:
                 scorers.append(_C.HotwordScorer(phrases, weights, self._words))
         self.lm = _load_lm(lm)
         if self.lm is not None:
-            scorers.append(_C.LanguageModelScorer(self.lm, self._words, lm_weight, word_score, unk_score, known_words))
+            scorers.append(
+                _C.LanguageModelScorer(
+                    self.lm, self._words, lm_weight, word_score, unk_score, known_words, lm_lookahead
+                )
+            )
         self._decoder = _C.PrefixDecoder(
             len(self.tokens),
             blank,

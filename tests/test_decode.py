@@ -123,8 +123,10 @@ def log_add(a, b):
     return float(torch.logaddexp(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)))
 
 
-def reference_prefix_beam_search(frame_log_probs, blank, beam_width):
-    """Textbook prefix beam search over every class (no class shortcut), prefixes as tuples."""
+def reference_beam(frame_log_probs, blank, beam_width, prefix_score=lambda prefix: 0.0, delimiters=()):
+    """Textbook prefix beam search over every class (no class shortcut), prefixes as tuples ranked
+    by CTC + prefix_score(prefix); after the start or a delimiter, a delimiter counts as a blank.
+    Returns the last beam: prefix -> (log p ending in blank, log p ending in its last label)."""
     beam = {(): (0.0, -math.inf)}
     for frame in frame_log_probs.tolist():
         following = {}
@@ -136,17 +138,27 @@ def reference_prefix_beam_search(frame_log_probs, blank, beam_width):
         for prefix, (log_blank, log_nonblank) in beam.items():
             total = log_add(log_blank, log_nonblank)
             add(prefix, total + frame[blank], -math.inf)
-            if prefix:
+            absorbs = not prefix or prefix[-1] in delimiters
+            if absorbs:
+                for d in delimiters:
+                    add(prefix, total + frame[d], -math.inf)
+            elif prefix:
                 add(prefix, -math.inf, log_nonblank + frame[prefix[-1]])
             for c in range(len(frame)):
-                if c == blank:
+                if c == blank or (absorbs and c in delimiters):
                     continue
                 from_score = log_blank if prefix and prefix[-1] == c else total
                 add(prefix + (c,), -math.inf, from_score + frame[c])
         ranked = sorted(
-            ((log_add(*scores), prefix, scores) for prefix, scores in following.items()), key=lambda item: -item[0]
+            ((log_add(*scores) + prefix_score(prefix), prefix, scores) for prefix, scores in following.items()),
+            key=lambda item: -item[0],
         )
         beam = {prefix: scores for score, prefix, scores in ranked[:beam_width] if score > -math.inf}
+    return beam
+
+
+def reference_prefix_beam_search(frame_log_probs, blank, beam_width):
+    beam = reference_beam(frame_log_probs, blank, beam_width)
     return sorted(((list(p), log_add(*scores)) for p, scores in beam.items()), key=lambda item: -item[1])
 
 

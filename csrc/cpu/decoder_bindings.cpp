@@ -46,6 +46,7 @@ class PythonLanguageModel : public WordLanguageModel {
   std::unique_ptr<WordLanguageModelSession> begin_utterance() const override;
   const std::vector<std::string>* vocabulary() const override { return has_vocabulary_ ? &vocabulary_ : nullptr; }
   bool needs_word_text() const override { return true; }
+  bool cheap_queries() const override { return false; }
 
  private:
   friend class PythonLanguageModelSession;
@@ -109,7 +110,6 @@ class PythonPrefixScorer : public PrefixScorer {
     function_ = py::object();
   }
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score(int64_t) const override { return std::numeric_limits<double>::infinity(); }
 
  private:
   friend class PythonPrefixSession;
@@ -193,6 +193,16 @@ class PrefixDecoder {
     options_.beam_threshold = beam_threshold;
     options_.token_min_log_prob = token_min_log_prob;
     options_.max_tokens_per_frame = max_tokens_per_frame;
+    if (words_) {
+      std::vector<uint8_t> delimiters(num_classes, 0);
+      bool any = false;
+      for (int64_t c = 0; c < num_classes && c < words_->size(); ++c) {
+        const TokenRole& role = words_->role(c);
+        delimiters[c] = c != blank && role.piece.empty() && role.word_end && !role.word_start;
+        any = any || delimiters[c];
+      }
+      if (any) options_.word_delimiters = std::move(delimiters);
+    }
     for (const auto& scorer : scorers_) scorer_pointers_.push_back(scorer.get());
   }
 
@@ -352,7 +362,7 @@ void bind_decoder(py::module_& module) {
   py::class_<PrefixScorer, std::shared_ptr<PrefixScorer>>(module, "PrefixScorer");
   py::class_<LanguageModelScorer, PrefixScorer, std::shared_ptr<LanguageModelScorer>>(module, "LanguageModelScorer")
       .def(py::init([](py::object lm, std::shared_ptr<TokenWords> words, double lm_weight, double word_score,
-                       double unk_score, const std::vector<std::string>& known_words) {
+                       double unk_score, const std::vector<std::string>& known_words, bool lookahead) {
              std::shared_ptr<const WordLanguageModel> model;
              if (py::isinstance<NgramLanguageModel>(lm)) {
                model = std::make_shared<NgramWordModel>(py::cast<std::shared_ptr<NgramLanguageModel>>(lm));
@@ -360,10 +370,10 @@ void bind_decoder(py::module_& module) {
                model = std::make_shared<PythonLanguageModel>(std::move(lm));
              }
              return std::make_shared<LanguageModelScorer>(model, std::move(words), lm_weight, word_score, unk_score,
-                                                          known_words);
+                                                          known_words, lookahead);
            }),
            py::arg("lm"), py::arg("words"), py::arg("lm_weight"), py::arg("word_score"), py::arg("unk_score"),
-           py::arg("known_words"));
+           py::arg("known_words"), py::arg("lookahead"));
   py::class_<LexiconScorer, PrefixScorer, std::shared_ptr<LexiconScorer>>(module, "LexiconScorer")
       .def(py::init<const std::vector<std::string>&, std::shared_ptr<const TokenWords>>(), py::arg("lexicon"),
            py::arg("words"));

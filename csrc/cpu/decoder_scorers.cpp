@@ -76,7 +76,7 @@ std::unique_ptr<WordLanguageModelSession> NgramWordModel::begin_utterance() cons
 
 LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel> lm,
                                          std::shared_ptr<const TokenWords> words, double lm_weight, double word_score,
-                                         double unk_score, const std::vector<std::string>& known_words)
+                                         double unk_score, const std::vector<std::string>& known_words, bool lookahead)
     : lm_(std::move(lm)),
       words_(std::move(words)),
       lm_weight_(lm_weight),
@@ -85,45 +85,106 @@ LanguageModelScorer::LanguageModelScorer(std::shared_ptr<const WordLanguageModel
       has_vocabulary_(lm_->vocabulary() != nullptr) {
   if (has_vocabulary_) {
     const std::vector<std::string>& vocabulary = *lm_->vocabulary();
+    // The look-ahead of a word: lm_weight * its unigram log-probability ("<unk>"'s for known words).
+    std::vector<std::pair<std::string_view, double>> word_lookaheads;
+    double unknown_log_prob = 0;
+    lookahead = lookahead && lm_->unigram_log_prob(-1, &unknown_log_prob);
+    unknown_lookahead_ = lookahead ? lm_weight_ * unknown_log_prob : 0.0;
     for (size_t i = 0; i < vocabulary.size(); ++i) {
       const std::string& word = vocabulary[i];
       if (word.empty() || word == "<s>" || word == "</s>" || word == "<unk>") continue;  // never spelled
       vocabulary_.insert(word, static_cast<int32_t>(i));
+      double log_prob = 0;
+      if (lookahead && lm_->unigram_log_prob(static_cast<int32_t>(i), &log_prob)) {
+        word_lookaheads.push_back({word, lm_weight_ * log_prob});
+      }
     }
     for (const std::string& word : known_words) {
-      if (!word.empty()) vocabulary_.insert(word, kKnownUnknown);
+      if (word.empty()) continue;
+      vocabulary_.insert(word, kKnownUnknown);
+      word_lookaheads.push_back({word, unknown_lookahead_});
+    }
+    if (lookahead) {
+      // A node's look-ahead: the best of the words at or below it.
+      lookahead_.assign(vocabulary_.num_nodes(), -std::numeric_limits<double>::infinity());
+      lookahead_[WordTrie::kRoot] = 0;
+      for (const auto& [word, value] : word_lookaheads) {
+        int32_t node = WordTrie::kRoot;
+        for (const char c : word) {
+          node = vocabulary_.step(node, static_cast<unsigned char>(c));
+          lookahead_[node] = std::max(lookahead_[node], value);
+        }
+      }
+    }
+  }
+  fresh_word_gain_.assign(words_->size(), 0.0);
+  for (int64_t token = 0; token < words_->size(); ++token) {
+    const TokenRole& role = words_->role(token);
+    if (role.word_start) {
+      fresh_word_gain_[token] = gain_bound(WordTrie::kRoot, 0, 0.0, 0.0, token);
+      max_fresh_word_gain_ = std::max(max_fresh_word_gain_, fresh_word_gain_[token]);
+    } else if (role.word_end && !role.piece.empty()) {
+      continuation_ends_word_ = true;
     }
   }
 }
 
-double LanguageModelScorer::max_extension_score(int64_t token) const {
-  // log p_lm <= 0: only word scores (one per word the token finishes) and unk_score can be gains.
+double LanguageModelScorer::append_byte(int32_t& node, double& lookahead, unsigned char byte) const {
+  if (!has_vocabulary_ || node == WordTrie::kOff) return 0;  // off the trie: penalised when it left
+  node = vocabulary_.step(node, byte);
+  const double next = lookahead_of(node);
+  const double gain = (node == WordTrie::kOff ? unk_score_ : 0.0) + (next - lookahead);
+  lookahead = next;
+  return gain;
+}
+
+double LanguageModelScorer::unscored_word_bound(int32_t node) const {
   if (lm_weight_ < 0) return std::numeric_limits<double>::infinity();
-  const TokenRole& role = words_->role(token);
-  const int finished_words = int(role.word_start) + int(role.word_end);
-  return finished_words * std::max(0.0, word_score_) + (role.piece.empty() ? 0.0 : std::max(0.0, unk_score_));
+  const bool unknown_in_trie =
+      has_vocabulary_ && node != WordTrie::kOff && vocabulary_.value(node) == WordTrie::kNotWord;
+  return word_score_ + (unknown_in_trie ? unk_score_ : 0.0);
+}
+
+double LanguageModelScorer::gain_bound(int32_t node, int64_t length, double lookahead, double completion,
+                                       int64_t token) const {
+  double gain = 0;
+  bool own_word = true;  // the partial word is still the prefix's own
+  words_->walk(
+      token,
+      [&](unsigned char byte) {
+        own_word = false;
+        gain += append_byte(node, lookahead, byte);
+        ++length;
+      },
+      [&] {
+        if (length == 0) return;
+        gain += own_word ? completion : unscored_word_bound(node) - lookahead;
+        node = WordTrie::kRoot, length = 0, lookahead = 0, own_word = false;
+      });
+  return gain;
 }
 
 class LanguageModelSession : public ScorerSession {
  public:
   explicit LanguageModelSession(const LanguageModelScorer& scorer)
-      : scorer_(scorer), lm_(scorer.lm_->begin_utterance()), needs_text_(scorer.lm_->needs_word_text()) {}
+      : scorer_(scorer),
+        lm_(scorer.lm_->begin_utterance()),
+        needs_text_(scorer.lm_->needs_word_text()),
+        cheap_queries_(scorer.lm_->cheap_queries()) {}
 
   int64_t start() override {
-    states_.push_back({lm_->start(), WordTrie::kRoot, 0, ""});
+    states_.push_back({lm_->start(), WordTrie::kRoot, 0, "", 0.0, kUnknownCompletion});
     return static_cast<int64_t>(states_.size()) - 1;
   }
 
   double extend(int64_t handle, int64_t token, int64_t* next_handle) override {
     State state = states_[handle];
+    state.completion = kUnknownCompletion;
     double score = 0;
     scorer_.words_->walk(
         token,
         [&](unsigned char byte) {
-          if (scorer_.has_vocabulary_ && state.node != WordTrie::kOff) {
-            state.node = scorer_.vocabulary_.step(state.node, byte);
-            if (state.node == WordTrie::kOff) score += scorer_.unk_score_;
-          }
+          score += scorer_.append_byte(state.node, state.lookahead, byte);
           ++state.length;
           if (needs_text_) state.text.push_back(static_cast<char>(byte));
         },
@@ -139,12 +200,42 @@ class LanguageModelSession : public ScorerSession {
     return last_word + scorer_.lm_weight_ * checked_log_prob(lm_->end(state.lm_state));
   }
 
+  double extension_bound(int64_t handle, int64_t token) override {
+    const TokenRole& role = scorer_.words_->role(token);
+    if (role.word_start) return completion(handle) + scorer_.fresh_word_gain_[token];
+    const double own = role.word_end ? completion(handle) : 0.0;
+    const State& state = states_[handle];
+    return scorer_.gain_bound(state.node, state.length, state.lookahead, own, token);
+  }
+
+  double max_extension_bound(int64_t handle) override {
+    const double own = completion(handle);
+    const State& state = states_[handle];
+    // Tokens that spell nothing gain 0; a delimiter finishes the word; a word start finishes it
+    // and begins another.
+    double bound = std::max({0.0, own, own + scorer_.max_fresh_word_gain_});
+    // A continuation moves down the trie (the look-ahead never grows) or leaves it.
+    if (scorer_.has_vocabulary_ && state.node != WordTrie::kOff) {
+      bound = std::max(bound, scorer_.unk_score_ + scorer_.unknown_lookahead_ - state.lookahead);
+    }
+    if (scorer_.continuation_ends_word_) {
+      // ...and may finish the word it lengthens: its look-ahead is taken back, log p_lm <= 0.
+      const double word = scorer_.lm_weight_ < 0 ? std::numeric_limits<double>::infinity()
+                                                 : scorer_.word_score_ + std::max(0.0, scorer_.unk_score_);
+      bound = std::max(bound, std::max(0.0, scorer_.unk_score_) + word - state.lookahead);
+    }
+    return bound;
+  }
+
  private:
+  static constexpr double kUnknownCompletion = std::numeric_limits<double>::quiet_NaN();
   struct State {
     int64_t lm_state;
-    int32_t node;      // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
-    int64_t length;    // bytes in the partial word
-    std::string text;  // the partial word, kept only for models that read it
+    int32_t node;       // in the vocabulary trie (kRoot without a vocabulary), kOff once off it
+    int64_t length;     // bytes in the partial word
+    std::string text;   // the partial word, kept only for models that read it
+    double lookahead;   // the partial word's look-ahead, included in the prefix's score
+    double completion;  // the score of finishing the partial word (a bound for costly models), once asked
   };
 
   static double checked_log_prob(double log_prob) {
@@ -155,9 +246,25 @@ class LanguageModelSession : public ScorerSession {
     return log_prob;
   }
 
+  // The score of finishing the partial word of a state: exact for models with cheap queries (one
+  // query per state, kept), an upper bound for the others.
+  double completion(int64_t handle) {
+    State& state = states_[handle];
+    if (state.length == 0) return 0;
+    if (std::isnan(state.completion)) {
+      if (cheap_queries_) {
+        State finished = state;
+        state.completion = finish_word(finished);
+      } else {
+        state.completion = scorer_.unscored_word_bound(state.node) - state.lookahead;
+      }
+    }
+    return state.completion;
+  }
+
   double finish_word(State& state) {
     if (state.length == 0) return 0;
-    double score = scorer_.word_score_;
+    double score = scorer_.word_score_ - state.lookahead;  // the real score replaces the look-ahead
     int32_t word_index = -1;
     if (scorer_.has_vocabulary_) {
       const int32_t value = scorer_.vocabulary_.value(state.node);
@@ -167,13 +274,13 @@ class LanguageModelSession : public ScorerSession {
     }
     int64_t next = state.lm_state;
     score += scorer_.lm_weight_ * checked_log_prob(lm_->score(state.lm_state, state.text, word_index, &next));
-    state = {next, WordTrie::kRoot, 0, ""};
+    state = {next, WordTrie::kRoot, 0, "", 0.0, kUnknownCompletion};
     return score;
   }
 
   const LanguageModelScorer& scorer_;
   std::unique_ptr<WordLanguageModelSession> lm_;
-  const bool needs_text_;
+  const bool needs_text_, cheap_queries_;
   std::vector<State> states_;
 };
 
@@ -213,6 +320,12 @@ class LexiconSession : public ScorerSession {
     const int32_t node = static_cast<int32_t>(state);
     return node == WordTrie::kRoot || scorer_.trie_.value(node) != WordTrie::kNotWord ? 0.0 : kNegInf;
   }
+  // extend() is cheap and keeps nothing: its score is the bound.
+  double extension_bound(int64_t state, int64_t token) override {
+    int64_t next = 0;
+    return extend(state, token, &next);
+  }
+  double max_extension_bound(int64_t) override { return 0; }
 
  private:
   const LexiconScorer& scorer_;
@@ -238,7 +351,6 @@ HotwordScorer::HotwordScorer(const std::vector<std::vector<std::string>>& phrase
   kept_.assign(trie_.num_nodes(), 0.0);
   for (size_t p = 0; p < spelled.size(); ++p) {
     const std::string& text = spelled[p];
-    max_weight_ = std::max(max_weight_, weights[p]);
     int32_t node = WordTrie::kRoot;
     for (size_t k = 0; k < text.size(); ++k) {
       node = trie_.step(node, static_cast<unsigned char>(text[k]));
@@ -296,6 +408,24 @@ class HotwordSession : public ScorerSession {
     return score + scorer_.kept_[node] - scorer_.bonus_[node];  // an unfinished phrase gains nothing
   }
 
+  // extend() is cheap and keeps nothing: its score is the bound, and its largest over the tokens
+  // is computed once per state (a state is a trie node and a flag).
+  double extension_bound(int64_t state, int64_t token) override {
+    int64_t next = 0;
+    return extend(state, token, &next);
+  }
+  double max_extension_bound(int64_t state) override {
+    if (max_gain_.empty()) max_gain_.assign(2 * static_cast<size_t>(scorer_.trie_.num_nodes()), kUnknown);
+    double& bound = max_gain_[state];
+    if (std::isnan(bound)) {
+      bound = kNegInf;
+      for (int64_t token = 0; token < scorer_.words_->size(); ++token) {
+        bound = std::max(bound, extension_bound(state, token));
+      }
+    }
+    return bound;
+  }
+
  private:
   static int64_t pack(int32_t node, bool at_word_start) { return int64_t(node) * 2 + (at_word_start ? 1 : 0); }
 
@@ -319,7 +449,9 @@ class HotwordSession : public ScorerSession {
     return gain;
   }
 
+  static constexpr double kUnknown = std::numeric_limits<double>::quiet_NaN();
   const HotwordScorer& scorer_;
+  std::vector<double> max_gain_;  // per state: max_extension_bound(), NaN until asked
 };
 
 std::unique_ptr<ScorerSession> HotwordScorer::begin_utterance() const {

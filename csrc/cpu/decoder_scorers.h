@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -95,6 +96,12 @@ class WordLanguageModel {
   // nullptr when the model cannot tell.
   virtual const std::vector<std::string>* vocabulary() const = 0;
   virtual bool needs_word_text() const = 0;  // whether score() reads `word` (else only word_index)
+  // Whether a query is cheap enough for the search to make it only to bound a prefix's score
+  // (the C++ n-gram model: yes; a Python model: no).
+  virtual bool cheap_queries() const = 0;
+  // Natural-log unigram probability of a word of vocabulary() (-1: "<unk>"), for the look-ahead
+  // of partial words; false when the model cannot tell.
+  virtual bool unigram_log_prob(int32_t /*word_index*/, double* /*log_prob*/) const { return false; }
 };
 
 // The C++ n-gram model (ngram_lm.h) as a word-level model: states are its states.
@@ -104,6 +111,11 @@ class NgramWordModel : public WordLanguageModel {
   std::unique_ptr<WordLanguageModelSession> begin_utterance() const override;
   const std::vector<std::string>* vocabulary() const override { return &lm_->vocabulary(); }
   bool needs_word_text() const override { return false; }
+  bool cheap_queries() const override { return true; }
+  bool unigram_log_prob(int32_t word_index, double* log_prob) const override {
+    *log_prob = lm_->score(lm_->null_state(), word_index, nullptr);
+    return true;
+  }
 
  private:
   std::shared_ptr<const NgramLanguageModel> lm_;
@@ -113,21 +125,48 @@ class NgramWordModel : public WordLanguageModel {
 // plus unk_score when the model does not know it; a partial word that is no prefix of a known
 // word scores unk_score at once (it can only finish unknown); finish() scores the last word and
 // lm_weight * log p_lm("</s>" | history).  known_words (hotwords, lexicon) are not penalised.
+//
+// Look-ahead (`lookahead`, for models that give unigram probabilities): a partial word also
+// carries lm_weight * the best unigram log-probability of the vocabulary words it begins (its
+// trie node's look-ahead; off the trie, that of "<unk>"), so that prefixes ending inside a word
+// are not ranked as if its word cost nothing.  Each extension adds the change of look-ahead, and
+// the look-ahead is taken back when the word is scored, so finished hypotheses keep their exact
+// fused score: it only changes which prefixes the beam keeps.
 class LanguageModelScorer : public PrefixScorer {
  public:
   LanguageModelScorer(std::shared_ptr<const WordLanguageModel> lm, std::shared_ptr<const TokenWords> words,
                       double lm_weight, double word_score, double unk_score,
-                      const std::vector<std::string>& known_words);
+                      const std::vector<std::string>& known_words, bool lookahead);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score(int64_t token) const override;
 
  private:
   friend class LanguageModelSession;
+  double lookahead_of(int32_t node) const {
+    if (lookahead_.empty()) return 0;
+    return node == WordTrie::kOff ? unknown_lookahead_ : lookahead_[node];
+  }
+  // Appends a byte to a partial word (its trie node and look-ahead); returns the change of score.
+  double append_byte(int32_t& node, double& lookahead, unsigned char byte) const;
+  // An upper bound of the score of finishing a word at trie node `node` without asking the
+  // model: log p_lm <= 0.
+  double unscored_word_bound(int32_t node) const;
+  // An upper bound of the score of appending `token` to a prefix whose partial word has trie node
+  // `node`, `length` bytes and look-ahead `lookahead`, `completion` being the score of finishing
+  // that partial word: exact but for words the token begins and ends (unscored_word_bound).
+  double gain_bound(int32_t node, int64_t length, double lookahead, double completion, int64_t token) const;
+
   std::shared_ptr<const WordLanguageModel> lm_;
   std::shared_ptr<const TokenWords> words_;
   double lm_weight_, word_score_, unk_score_;
   bool has_vocabulary_;
-  WordTrie vocabulary_;  // values: index in the model's vocabulary, or kKnownUnknown
+  WordTrie vocabulary_;            // values: index in the model's vocabulary, or kKnownUnknown
+  std::vector<double> lookahead_;  // per trie node (empty: no look-ahead); 0 at the root
+  double unknown_lookahead_ = 0;   // of a partial word off the trie
+  // Per token that starts a word: gain_bound() after the previous word is finished (from the
+  // root); and their largest.
+  std::vector<double> fresh_word_gain_;
+  double max_fresh_word_gain_ = -std::numeric_limits<double>::infinity();
+  bool continuation_ends_word_ = false;  // some token that starts no word spells bytes and ends one
  public:
   static constexpr int32_t kKnownUnknown = -2;
 };
@@ -138,7 +177,6 @@ class LexiconScorer : public PrefixScorer {
  public:
   LexiconScorer(const std::vector<std::string>& lexicon, std::shared_ptr<const TokenWords> words);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score(int64_t) const override { return 0; }
 
  private:
   friend class LexiconSession;
@@ -155,13 +193,11 @@ class HotwordScorer : public PrefixScorer {
   HotwordScorer(const std::vector<std::vector<std::string>>& phrases, const std::vector<double>& weights,
                 std::shared_ptr<const TokenWords> words);
   std::unique_ptr<ScorerSession> begin_utterance() const override;
-  double max_extension_score(int64_t) const override { return max_weight_; }
 
  private:
   friend class HotwordSession;
   WordTrie trie_;                     // "word word " per phrase (a trailing space ends it)
   std::vector<double> bonus_, kept_;  // per node: gain so far, and gain kept if the match breaks
-  double max_weight_ = 0;
   std::shared_ptr<const TokenWords> words_;
 };
 

@@ -14,7 +14,9 @@ namespace ctc_ext {
 namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
-constexpr int64_t kNotRanked = std::numeric_limits<int64_t>::max();
+// Added to the scorers' bounds: they sum the same terms as the scores in another order, so may
+// round a hair below them.
+constexpr double kBoundSlack = 1e-9;
 
 void check_scorer_score(double score, const char* what) {
   if (std::isnan(score) || score == std::numeric_limits<double>::infinity()) {
@@ -28,20 +30,15 @@ void check_scorer_score(double score, const char* what) {
 double PrefixSearch::Hypothesis::ctc() const { return log_add(log_blank, log_nonblank); }
 
 PrefixSearch::PrefixSearch(const SearchOptions& options, const std::vector<const PrefixScorer*>& scorers)
-    : options_(options), rank_of_class_(options.num_classes, kNotRanked) {
-  max_gain_.assign(options.num_classes, 0.0);
-  for (const PrefixScorer* scorer : scorers) {
-    sessions_.push_back(scorer->begin_utterance());
-    for (int64_t c = 0; c < options.num_classes; ++c) max_gain_[c] += scorer->max_extension_score(c);
-  }
-  for (const double gain : max_gain_) max_gain_any_ = std::max(max_gain_any_, gain);
+    : options_(options) {
+  for (const PrefixScorer* scorer : scorers) sessions_.push_back(scorer->begin_utterance());
   nodes_.push_back({-1, -1, 0, 0.0});
   for (auto& session : sessions_) node_states_.push_back(session->start());
   beam_.push_back({0, 0.0, kNegInf});
   ranked_.resize(options.num_classes);
   std::iota(ranked_.begin(), ranked_.end(), int64_t(0));
   const size_t tables = 64;
-  for (auto* table : {&candidate_stamp_, &candidate_position_, &beam_stamp_, &beam_position_, &ranks_seen_}) {
+  for (auto* table : {&candidate_stamp_, &candidate_position_, &beam_stamp_, &beam_position_, &extended_stamp_}) {
     table->assign(tables, 0);
   }
 }
@@ -52,9 +49,11 @@ int64_t PrefixSearch::class_of_rank(int64_t rank) {
     const int64_t C = options_.num_classes;
     const int64_t wanted = std::min<int64_t>(C, std::max<int64_t>({rank + 1, 2 * sorted_, 8}));
     const double* lp = frame_;
-    std::partial_sort(ranked_.begin() + sorted_, ranked_.begin() + wanted, ranked_.end(),
-                      [lp](int64_t a, int64_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
-    for (int64_t r = sorted_; r < wanted; ++r) rank_of_class_[ranked_[r]] = r;
+    auto likelier = [lp](int64_t a, int64_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); };
+    // Select the chunk in linear time, then sort only it (a partial_sort heap over all the rest
+    // costs more on flat frames, where many chunks are asked for).
+    if (wanted < C) std::nth_element(ranked_.begin() + sorted_, ranked_.begin() + wanted - 1, ranked_.end(), likelier);
+    std::sort(ranked_.begin() + sorted_, ranked_.begin() + wanted, likelier);
     sorted_ = wanted;
   }
   return ranked_[rank];
@@ -108,11 +107,29 @@ int64_t PrefixSearch::child(int64_t node, int64_t label) {
   nodes_.push_back({node, label, nodes_[node].length + 1, total});
   children_.emplace(key, created);
   if (nodes_.size() > candidate_stamp_.size()) {
-    for (auto* table : {&candidate_stamp_, &candidate_position_, &beam_stamp_, &beam_position_, &ranks_seen_}) {
+    for (auto* table : {&candidate_stamp_, &candidate_position_, &beam_stamp_, &beam_position_, &extended_stamp_}) {
       table->resize(2 * nodes_.size(), 0);
     }
   }
   return created;
+}
+
+double PrefixSearch::extension_bound(int64_t node, int64_t label) {
+  const size_t num_sessions = sessions_.size();
+  double bound = 0;
+  for (size_t s = 0; s < num_sessions; ++s) {
+    bound += sessions_[s]->extension_bound(node_states_[node * num_sessions + s], label);
+  }
+  return bound;
+}
+
+double PrefixSearch::max_extension_bound(int64_t node) {
+  const size_t num_sessions = sessions_.size();
+  double bound = 0;
+  for (size_t s = 0; s < num_sessions; ++s) {
+    bound += sessions_[s]->max_extension_bound(node_states_[node * num_sessions + s]);
+  }
+  return bound;
 }
 
 void PrefixSearch::step(const double* lp) {
@@ -120,7 +137,6 @@ void PrefixSearch::step(const double* lp) {
   frame_ = lp;
   ++num_frames_;
   ++stamp_;
-  for (int64_t r = 0; r < sorted_; ++r) rank_of_class_[ranked_[r]] = kNotRanked;
   sorted_ = 0;
   int64_t usable_ranks = options_.num_classes;
   if (options_.max_tokens_per_frame > 0) usable_ranks = std::min(usable_ranks, options_.max_tokens_per_frame);
@@ -131,42 +147,56 @@ void PrefixSearch::step(const double* lp) {
     beam_stamp_[beam_[i].node] = stamp_;
     beam_position_[beam_[i].node] = static_cast<int64_t>(i);
   }
-  // Prefixes that stay: a blank, or their last label repeated.
+  double delimiter_log_prob = kNegInf;  // of any word delimiter
+  for (size_t c = 0; c < options_.word_delimiters.size(); ++c) {
+    if (options_.word_delimiters[c]) delimiter_log_prob = log_add(delimiter_log_prob, lp[c]);
+  }
+  // Prefixes that stay: a blank (or an absorbed delimiter), or their last label repeated.
   for (const Hypothesis& hypothesis : beam_) {
     const int64_t last_label = nodes_[hypothesis.node].label;
-    const double blank_part = hypothesis.ctc() + lp[blank];
-    const double repeat_part = last_label >= 0 ? hypothesis.log_nonblank + lp[last_label] : kNegInf;
+    double blank_part = hypothesis.ctc() + lp[blank];
+    double repeat_part = last_label >= 0 ? hypothesis.log_nonblank + lp[last_label] : kNegInf;
+    if (absorbs_delimiters(hypothesis.node)) {
+      // A delimiter, repeated or not, counts as a blank: its paths all end "in a blank".
+      blank_part = log_add(blank_part, hypothesis.ctc() + delimiter_log_prob);
+      repeat_part = kNegInf;
+    }
     Hypothesis& same = candidate_of_node(hypothesis.node);
     same.log_blank = log_add(same.log_blank, blank_part);
     same.log_nonblank = log_add(same.log_nonblank, repeat_part);
     offer(same.ctc() + nodes_[hypothesis.node].scorer_total);
   }
   // Extensions, best prefixes first (the beam is sorted) and likeliest classes first, until even
-  // the scorers' largest gain could not lift an extension to the cutoff.
+  // the scorers' largest gain for the prefix could not lift an extension to the cutoff.
   for (size_t i = 0; i < beam_.size(); ++i) {
     const Hypothesis hypothesis = beam_[i];
     const int64_t node = hypothesis.node;
     const int64_t last_label = nodes_[node].label;
     const double total = hypothesis.ctc();
     const double prefix_scorer_total = nodes_[node].scorer_total;
-    int64_t rank = 0;
-    for (; rank < usable_ranks; ++rank) {
+    const double max_gain = max_extension_bound(node);
+    const bool absorbs = absorbs_delimiters(node);
+    for (int64_t rank = 0; rank < usable_ranks; ++rank) {
       const int64_t label = class_of_rank(rank);
       if (rank > 0 && lp[label] < options_.token_min_log_prob) {
         usable_ranks = rank;  // so are all later classes of this frame
         break;
       }
-      if (label == blank) continue;
-      if (total + lp[label] + prefix_scorer_total + max_gain_any_ < cutoff()) break;
+      if (label == blank || (absorbs && options_.word_delimiters[label])) continue;
+      if (total + lp[label] + prefix_scorer_total + max_gain + kBoundSlack < cutoff()) break;
       // A repeated label starts a new token only after a blank.
       const double extension = (label == last_label ? hypothesis.log_blank : total) + lp[label];
+      if (extension == kNegInf) continue;
+      // Skipped when even the bound cannot reach the cutoff (the loop below adds it to a prefix in
+      // the beam), before any look-up.
+      if (extension + prefix_scorer_total + extension_bound(node, label) + kBoundSlack < cutoff()) continue;
       const auto existing = children_.find(node * options_.num_classes + label);
       if (existing != children_.end() && beam_stamp_[existing->second] == stamp_) {
         Hypothesis& extended = candidate_of_node(existing->second);
         extended.log_nonblank = log_add(extended.log_nonblank, extension);
+        extended_stamp_[existing->second] = stamp_;
         continue;
       }
-      if (extension == kNegInf || extension + prefix_scorer_total + max_gain_[label] < cutoff()) continue;
       const int64_t extended_node = existing != children_.end() ? existing->second : child(node, label);
       const double score = extension + nodes_[extended_node].scorer_total;
       if (score == kNegInf || score < cutoff()) continue;
@@ -174,14 +204,13 @@ void PrefixSearch::step(const double* lp) {
       extended.log_nonblank = log_add(extended.log_nonblank, extension);
       offer(score);
     }
-    ranks_seen_[node] = rank;
   }
   // Prefixes in the beam whose parent is in the beam too receive the parent's extension by their
-  // last label even where the loop above stopped before that label.
+  // last label where the loop above did not add it (it stopped or skipped before that label).
   for (const Hypothesis& hypothesis : beam_) {
     const Node& prefix = nodes_[hypothesis.node];
     if (prefix.parent < 0 || beam_stamp_[prefix.parent] != stamp_) continue;
-    if (rank_of_class_[prefix.label] < ranks_seen_[prefix.parent]) continue;  // added above
+    if (extended_stamp_[hypothesis.node] == stamp_) continue;  // added above
     const Hypothesis& parent = beam_[beam_position_[prefix.parent]];
     const double from_parent = prefix.label == nodes_[prefix.parent].label ? parent.log_blank : parent.ctc();
     Hypothesis& extended = candidate_of_node(hypothesis.node);

@@ -12,12 +12,12 @@
 // Without pruning the final blank + non-blank sum is exactly p_ctc(prefix | x).
 //
 // Pruning that changes no result: the classes of a frame are visited from the likeliest down, and
-// an extension is built only if its score, bounded above with the scorers' largest possible gain,
-// reaches the beam's running cutoff (the beam_width-th best candidate score so far, a lower bound
-// of the final one), so on peaked frames a wide beam costs about what a narrow one does.
-// Extensions into prefixes already in the beam are always added, so surviving scores are exact.
-// Optional pruning that may change the result: beam_threshold (drop candidates more than that
-// below the best), token_min_log_prob and max_tokens_per_frame (classes a frame may extend by).
+// an extension is built only if its score, bounded above with the gain the scorers allow for that
+// prefix and class (ScorerSession::extension_bound), reaches the beam's running cutoff (the beam_width-th best
+// candidate score so far, a lower bound of the final one), so on peaked frames a wide beam costs about what a narrow
+// one does. Extensions into prefixes already in the beam are always added, so surviving scores are exact. Optional
+// pruning that may change the result: beam_threshold (drop candidates more than that below the best),
+// token_min_log_prob and max_tokens_per_frame (classes a frame may extend by).
 #pragma once
 
 #include <cmath>
@@ -43,6 +43,14 @@ class ScorerSession {
   virtual double extend(int64_t state, int64_t token, int64_t* next_state) = 0;
   // Log-score added at the end of the utterance (e.g. the last word and "</s>").
   virtual double finish(int64_t state) = 0;
+  // Upper bounds the search uses to skip, without building them, extensions that could not enter
+  // the beam: of extend(state, token)'s score, and of it over all tokens.  They must never be
+  // below the score (+inf: nothing known, no such pruning); they may be called for any state
+  // handed out, any number of times.
+  virtual double extension_bound(int64_t /*state*/, int64_t /*token*/) {
+    return std::numeric_limits<double>::infinity();
+  }
+  virtual double max_extension_bound(int64_t /*state*/) { return std::numeric_limits<double>::infinity(); }
 };
 
 // A scorer (language model, lexicon, hotwords, a Python callback), shared by the threads of a
@@ -51,9 +59,6 @@ class PrefixScorer {
  public:
   virtual ~PrefixScorer() = default;
   virtual std::unique_ptr<ScorerSession> begin_utterance() const = 0;
-  // An upper bound of extend()'s score for `token`; the search skips extensions that could not
-  // enter the beam even with it.  +inf when nothing is known (no such pruning then).
-  virtual double max_extension_score(int64_t token) const = 0;
 };
 
 struct SearchOptions {
@@ -66,6 +71,11 @@ struct SearchOptions {
   // class always), and by at most max_tokens_per_frame classes (0: no limit).
   double token_min_log_prob = -std::numeric_limits<double>::infinity();
   int64_t max_tokens_per_frame = 0;
+  // Per class (empty: none): 1 for a word delimiter, a class that only ends a word.  A delimiter
+  // that ends no word (at the start, or after another delimiter) is absorbed like a blank, so the
+  // label sequences that differ only by such delimiters (spelling the same words) are one
+  // hypothesis, with their probabilities summed, instead of taking several places in the beam.
+  std::vector<uint8_t> word_delimiters;
 };
 
 struct SearchHypothesis {
@@ -100,17 +110,22 @@ class PrefixSearch {
   };
 
   int64_t child(int64_t node, int64_t label);  // creates it (scoring it) when missing
-  int64_t class_of_rank(int64_t rank);         // the frame's classes, likeliest first, sorted lazily
+  // Upper bounds of the scorers' gain for extending `node` by `label`, and by any class.
+  double extension_bound(int64_t node, int64_t label);
+  double max_extension_bound(int64_t node);
+  int64_t class_of_rank(int64_t rank);  // the frame's classes, likeliest first, sorted lazily
   Hypothesis& candidate_of_node(int64_t node);
   void offer(double score);  // a candidate's (partial) score, for the running cutoff
   double cutoff() const;
+  // Whether delimiters after `node` are absorbed (it is the root or ends with a delimiter).
+  bool absorbs_delimiters(int64_t node) const {
+    return !options_.word_delimiters.empty() && (node == 0 || options_.word_delimiters[nodes_[node].label]);
+  }
   void prune();
   std::vector<int64_t> labels_of(int64_t node) const;
 
   SearchOptions options_;
   std::vector<std::unique_ptr<ScorerSession>> sessions_;
-  std::vector<double> max_gain_;  // per class: sum of the scorers' max_extension_score()
-  double max_gain_any_ = 0;       // over all classes
   std::vector<Node> nodes_;
   std::vector<int64_t> node_states_;               // nodes_.size() * sessions_.size() scorer states
   std::unordered_map<int64_t, int64_t> children_;  // parent * C + label -> child node
@@ -121,12 +136,12 @@ class PrefixSearch {
   int64_t num_frames_ = 0;
   // This frame's classes by decreasing log-probability: ranked_[0, sorted_) is sorted.
   const double* frame_ = nullptr;
-  std::vector<int64_t> ranked_, rank_of_class_;
+  std::vector<int64_t> ranked_;
   int64_t sorted_ = 0, usable_ranks_ = 0;
-  // Per node: the frame (stamp) it was last a candidate / in the beam, where, and how many of the
-  // frame's ranked classes its extensions looked at.
+  // Per node: the frame (stamp) it was last a candidate / in the beam and where, and the frame its
+  // parent's extension was last added to it by the loop over the parent's classes.
   int64_t stamp_ = 0;
-  std::vector<int64_t> candidate_stamp_, candidate_position_, beam_stamp_, beam_position_, ranks_seen_;
+  std::vector<int64_t> candidate_stamp_, candidate_position_, beam_stamp_, beam_position_, extended_stamp_;
 };
 
 // The most likely frame path of `labels` (Viterbi): (start, end) frames of every label, end

@@ -677,3 +677,23 @@ def test_gpu_decoders_are_deterministic_and_handle_empty_batches(cuda_device):
     assert ctc_ext.ops.greedy_decode(empty, no_lengths, 0)[0].shape == (0, 5)
     no_targets = torch.zeros(0, 2, dtype=torch.long)
     assert ctc_ext.ops.forced_align(empty, no_targets, no_lengths, no_lengths, 0)[2].shape == (0,)
+
+
+def test_batch_samples_are_decoded_longest_first():
+    # Sample n's first frame holds label n + 1, so with a beam of one the first prefix the scorer
+    # is asked to extend in sample n is [n + 1]: the order of those prefixes is the order in which
+    # the samples were decoded (the scorer path decodes on one thread, in queue order).
+    lengths = [3, 9, 5, 9, 7]
+    logits = torch.full((9, 5, 6), -20.0)
+    logits[:, :, 0] = 0.0
+    for n in range(5):
+        logits[0, n, n + 1] = 10.0
+    started = []
+
+    def scorer(prefix, label):
+        if prefix and prefix[0] not in started:
+            started.append(prefix[0])
+        return 0.0
+
+    ctc_ext.beam_search(logits, lengths, beam_width=1, scorer=scorer)
+    assert [label - 1 for label in started] == [1, 3, 4, 2, 0]  # equal lengths keep batch order

@@ -17,7 +17,10 @@ TOOLS="${CTC_EXT_KENLM_TOOLS:-$VENV/kenlm-tools}"
 download=1
 [ "${1:-}" = "--no-download" ] && download=0
 
-version="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("kenlm"))')"
+if ! version="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("kenlm"))' 2>/dev/null)"; then
+  echo "kenlm is not installed in $VENV (pip install kenlm)" >&2
+  exit 2
+fi
 tool="$TOOLS/kenlm-$version/bin/build_binary"
 if [ -x "$tool" ]; then
   echo "$tool"

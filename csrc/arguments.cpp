@@ -29,16 +29,32 @@ at::Tensor normalise_lengths(const at::Tensor& lengths, const char* name, int64_
   return (ready ? lengths : lengths.to(device, at::kLong)).contiguous();
 }
 
+// logits (T, N, C) floating with C > 0 and blank in [0, C).
+void check_logits_and_blank(const at::Tensor& logits, int64_t blank) {
+  TORCH_CHECK(logits.dim() == 3, "logits must be 3-D (T, N, C), got shape ", logits.sizes());
+  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), "logits must be floating point, got ", logits.scalar_type());
+  const int64_t C = logits.size(2);
+  TORCH_CHECK(C > 0, "logits must have at least one class (C > 0)");
+  TORCH_CHECK(blank >= 0 && blank < C, "blank must be in [0, C) = [0, ", C, "), got ", blank);
+}
+
 at::Tensor on_device(const at::Tensor& tensor, const at::Device& device) {
   return tensor.device() == device ? tensor : tensor.to(device);
 }
 
 }  // namespace
 
+void check_input_length_values(const at::Tensor& input_lengths, int64_t T) {
+  const int64_t* lengths = input_lengths.const_data_ptr<int64_t>();
+  for (int64_t n = 0; n < input_lengths.numel(); ++n) {
+    TORCH_CHECK(lengths[n] >= 0, "input_lengths must be non-negative, got ", lengths[n], " for sample ", n);
+    TORCH_CHECK(lengths[n] <= T, "input_lengths must be at most T = ", T, ", got ", lengths[n], " for sample ", n);
+  }
+}
+
 CtcProblem prepare_ctc_problem(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& input_lengths,
                                const at::Tensor& target_lengths, int64_t blank) {
-  TORCH_CHECK(logits.dim() == 3, "logits must be 3-D (T, N, C), got shape ", logits.sizes());
-  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), "logits must be floating point, got ", logits.scalar_type());
+  check_logits_and_blank(logits, blank);
   TORCH_CHECK(targets.scalar_type() == at::kInt || targets.scalar_type() == at::kLong,
               "targets must be int32 or int64, got ", targets.scalar_type());
   TORCH_CHECK(targets.dim() == 1 || targets.dim() == 2, "targets must be (N, S) padded or 1-D concatenated, got shape ",
@@ -48,9 +64,6 @@ CtcProblem prepare_ctc_problem(const at::Tensor& logits, const at::Tensor& targe
   problem.batch_size = logits.size(1);
   problem.num_classes = logits.size(2);
   problem.blank = blank;
-  TORCH_CHECK(problem.num_classes > 0, "logits must have at least one class (C > 0)");
-  TORCH_CHECK(blank >= 0 && blank < problem.num_classes, "blank must be in [0, C) = [0, ", problem.num_classes,
-              "), got ", blank);
   const auto device = logits.device();
   problem.input_lengths = normalise_lengths(input_lengths, "input_lengths", problem.batch_size, device);
   problem.target_lengths = normalise_lengths(target_lengths, "target_lengths", problem.batch_size, device);
@@ -81,16 +94,13 @@ CtcProblem prepare_ctc_problem(const at::Tensor& logits, const at::Tensor& targe
 void check_ctc_values_on_cpu(const CtcProblem& problem) {
   const int64_t N = problem.batch_size;
   const int64_t T = problem.max_input_length;
-  const int64_t* input_lengths = problem.input_lengths.data_ptr<int64_t>();
   const int64_t* target_lengths = problem.target_lengths.data_ptr<int64_t>();
   const int64_t width = (problem.padded_targets && N > 0) ? problem.num_target_slots / N : 0;
   // Running sum of the concatenated target lengths, compared before each addition so that user
   // values can never overflow it (label_start, a cumsum of the same values, is read only after).
   int64_t total_target_length = 0;
+  check_input_length_values(problem.input_lengths, T);
   for (int64_t n = 0; n < N; ++n) {
-    TORCH_CHECK(input_lengths[n] >= 0, "input_lengths must be non-negative, got ", input_lengths[n], " for sample ", n);
-    TORCH_CHECK(input_lengths[n] <= T, "input_lengths must be at most T = ", T, ", got ", input_lengths[n],
-                " for sample ", n);
     TORCH_CHECK(target_lengths[n] >= 0, "target_lengths must be non-negative, got ", target_lengths[n], " for sample ",
                 n);
     if (problem.padded_targets) {
@@ -144,16 +154,17 @@ at::Tensor with_contiguous_classes(const at::Tensor& logits) {
   return logits.stride(2) == 1 ? logits : logits.contiguous();
 }
 
+at::Tensor decode_input_lengths(const at::Tensor& logits, const at::Tensor& input_lengths, int64_t blank) {
+  check_logits_and_blank(logits, blank);
+  check_values_device(input_lengths, "input_lengths", logits.device());
+  return normalise_lengths(input_lengths, "input_lengths", logits.size(1), input_lengths.device());
+}
+
 at::Tensor checked_decode_input_lengths(const at::Tensor& logits, const at::Tensor& input_lengths, int64_t blank) {
-  TORCH_CHECK(logits.dim() == 3, "logits must be 3-D (T, N, C), got shape ", logits.sizes());
   TORCH_CHECK(logits.device().is_cpu(), "ctc_ext decoders run on the CPU, got logits on ", logits.device());
-  // A problem with an empty target for every sample: the loss's checks of logits, blank and
-  // input_lengths apply unchanged and nothing about targets can fail.
-  const auto empty_targets = at::empty({0}, logits.options().dtype(at::kLong));
-  const auto zero_target_lengths = at::zeros({logits.size(1)}, logits.options().dtype(at::kLong));
-  const CtcProblem problem = prepare_ctc_problem(logits, empty_targets, input_lengths, zero_target_lengths, blank);
-  check_ctc_values_on_cpu(problem);
-  return problem.input_lengths;
+  at::Tensor lengths = decode_input_lengths(logits, input_lengths, blank);
+  check_input_length_values(lengths, logits.size(0));
+  return lengths;
 }
 
 NormalisedFrames normalised_frames(const at::Tensor& logits) {

@@ -39,11 +39,17 @@ void check_ctc_backward_state(const CtcProblem& problem, const at::Tensor& logit
 at::Tensor with_contiguous_classes(const at::Tensor& logits);
 
 // ---------------------------------------------------------------------------------------------
-// Decoders and the forced aligner.
-// Checks logits (T, N, C) floating, blank in [0, C) and input_lengths (N,) integer in [0, T]
-// with the loss's own checks (prepare_ctc_problem / check_ctc_values_on_cpu on an empty
-// target), so every op reports bad arguments with the same messages.  Returns the input
-// lengths as (N,) int64 contiguous on the CPU.
+// Decoders.
+// Checks logits (T, N, C) floating with C > 0, blank in [0, C) and input_lengths (N,) integer on
+// the CPU or logits' device, with the loss's messages; never reads tensor data.  Returns the input
+// lengths as (N,) int64 contiguous, on the device where they were given.
+at::Tensor decode_input_lengths(const at::Tensor& logits, const at::Tensor& input_lengths, int64_t blank);
+
+// Checks that every input length is in [0, T]; input_lengths: (N,) int64 contiguous on the CPU.
+void check_input_length_values(const at::Tensor& input_lengths, int64_t T);
+
+// The CPU decoders' checks: logits on the CPU, decode_input_lengths and check_input_length_values.
+// Returns the input lengths as (N,) int64 contiguous on the CPU.
 at::Tensor checked_decode_input_lengths(const at::Tensor& logits, const at::Tensor& input_lengths, int64_t blank);
 
 // The logits (T, N, C) in the accumulation dtype (float32 for float16 / bfloat16 / float32,

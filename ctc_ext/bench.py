@@ -175,7 +175,16 @@ def build_parser():
         "--decode",
         action="store_true",
         help="also time the decoders (greedy_decode, beam_search widths 4 and 16, forced_align of "
-        "targets of length S) on the T,N,C,S of each shape, CPU float32, in frames/s",
+        "targets of length S) on the T,N,C,S of each shape, CPU float32, in frames/s, and CTCDecoder "
+        "on 2 threads against 1 (with and without an LM, with each run's CPU utilisation)",
+    )
+    parser.add_argument(
+        "--decode-thread-pairs",
+        type=int,
+        default=15,
+        metavar="PAIRS",
+        help="with --decode: alternating 1- and 2-thread runs of CTCDecoder for the thread-scaling rows "
+        "(default 15; 0 leaves the rows out)",
     )
     parser.add_argument(
         "--decode-lm",
@@ -579,6 +588,11 @@ def decode_rows(options):
     rows = bench_decode.benchmark_rows(shapes, repeats=options.repeat, seed=options.seed)
     print(bench_decode.format_table(rows))
     rows = [dict(row, device="cpu", dtype="float32") for row in rows]
+    if options.decode_thread_pairs > 0:
+        print("CTCDecoder on 2 threads against 1, alternating ...", file=sys.stderr, flush=True)
+        scaling_rows = bench_decode.thread_scaling_rows(pairs=options.decode_thread_pairs)
+        print(bench_decode.format_thread_scaling_table(scaling_rows))
+        rows += [dict(row, device="cpu", dtype="float32") for row in scaling_rows]
     if options.decode_lm:
         print("CTCDecoder with and without a language model ...", file=sys.stderr, flush=True)
         lm_rows = bench_decode.lm_benchmark_rows(repeats=options.repeat)

@@ -1,6 +1,6 @@
 """Throughput of the ctc_ext decoders and aligner on the CPU, in frames per second.
 
-    python -m ctc_ext.bench_decode [--repeats 5] [--quick] [--threads N]
+    python -m ctc_ext.bench_decode [--repeats 5] [--quick] [--threads N] [--thread-scaling PAIRS]
     ctc-bench --decode            (the same rows after the loss rows, in its table and --json)
 
 Prints a markdown table, one row per (op, shape): median wall time over the repeats and
@@ -140,16 +140,29 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="two small shapes only")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--thread-scaling",
+        type=int,
+        metavar="PAIRS",
+        default=None,
+        help="only CTCDecoder on 2 threads against 1: PAIRS alternating runs, with and without an LM",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.thread_scaling is not None:
+        rows = thread_scaling_rows(pairs=args.thread_scaling)
+        print(format_thread_scaling_table(rows))
+        for row in rows:
+            runs = " ".join(
+                f"{run['one_wall'] / run['many_wall']:.2f}@{run['many_cpu'] / run['many_wall']:.2f}"
+                for run in row["runs"]
+            )
+            print(f"LM={row['lm']}: per pair ratio@CPU use of the 2-thread run: {runs}")
+        return
     rows = benchmark_rows(QUICK_SHAPES if args.quick else SHAPES, repeats=args.repeats)
     print(f"ctc_ext decode throughput, torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
     print(format_table(rows))
-
-
-if __name__ == "__main__":
-    main()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,3 +416,109 @@ def format_lm_table(rows: List[Dict]) -> str:
             f"{pruned_ratio} | {fused} |"
         )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Thread scaling of CTCDecoder on a batch: 2 threads against 1, on a possibly shared machine.
+# A run that got fewer cores than threads says nothing about the code, so every run records its
+# CPU utilisation (process CPU time / wall time, all threads) next to its time.
+FULL_CORES = 0.9  # a run "got its cores" when utilisation >= FULL_CORES * threads
+
+
+def _quartiles(values: List[float]):
+    if len(values) < 2:
+        return (values[0], values[0], values[0]) if values else (math.nan,) * 3
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
+def thread_scaling_rows(
+    pairs: int = 15, threads: int = 2, N: int = 32, T: int = 200, beam_width: int = 50, seed: int = 0
+) -> List[Dict]:
+    """CTCDecoder on a batch of N character utterances (C = 30), without and with the 2-gram LM:
+    `pairs` runs on 1 thread and on `threads`, alternating (the order flips every pair), each
+    timed with its CPU utilisation.  Per row: the median and quartiles of the per-pair ratio
+    (1-thread time / threads time) over all pairs, and over the pairs whose multi-thread run got
+    its cores (utilisation >= FULL_CORES * threads, the 1-thread run >= FULL_CORES); the median
+    utilisations; the median CPU-time ratio (threads / 1 thread: the parallel run's own overhead,
+    whatever the machine gave it)."""
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        tokens, logits, arpa, _ = synthetic_lm_task("characters", T, N, workdir, seed=seed)
+        log_probs = logits.log_softmax(2)
+        for with_lm in (False, True):
+            decoders = {
+                count: ctc_ext.CTCDecoder(
+                    tokens, lm=arpa if with_lm else None, word_score=1.0, beam_width=beam_width, num_threads=count
+                )
+                for count in (1, threads)
+            }
+            runs = {1: [], threads: []}  # (wall seconds, CPU seconds)
+            for decoder in decoders.values():
+                decoder(log_probs)  # warm-up
+            for pair in range(pairs):
+                for count in (1, threads) if pair % 2 == 0 else (threads, 1):
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    decoders[count](log_probs)
+                    runs[count].append((time.perf_counter() - wall, time.process_time() - cpu))
+            ratios = [one[0] / many[0] for one, many in zip(runs[1], runs[threads])]
+            utilisation = {count: [cpu / wall for wall, cpu in runs[count]] for count in runs}
+            full = [
+                ratio
+                for ratio, one, many in zip(ratios, utilisation[1], utilisation[threads])
+                if one >= FULL_CORES and many >= FULL_CORES * threads
+            ]
+            rows.append(
+                dict(
+                    op=f"CTCDecoder {threads} threads / 1",
+                    vocabulary="characters",
+                    T=T,
+                    N=N,
+                    C=len(tokens),
+                    lm=with_lm,
+                    beam_width=beam_width,
+                    threads=threads,
+                    pairs=pairs,
+                    seconds_1_thread=statistics.median(wall for wall, _ in runs[1]),
+                    seconds_threads=statistics.median(wall for wall, _ in runs[threads]),
+                    ratio_quartiles=_quartiles(ratios),
+                    full_core_pairs=len(full),
+                    full_core_ratio_quartiles=_quartiles(full),
+                    utilisation_1_thread=statistics.median(utilisation[1]),
+                    utilisation_threads=statistics.median(utilisation[threads]),
+                    cpu_time_ratio=statistics.median(many[1] / one[1] for one, many in zip(runs[1], runs[threads])),
+                    runs=[
+                        dict(one_wall=one[0], one_cpu=one[1], many_wall=many[0], many_cpu=many[1])
+                        for one, many in zip(runs[1], runs[threads])
+                    ],
+                )
+            )
+    return rows
+
+
+def format_thread_scaling_table(rows: List[Dict]) -> str:
+    def spread(quartiles):
+        q1, median, q3 = quartiles
+        return "none" if median != median else f"{median:.2f}x (IQR {q1:.2f}-{q3:.2f})"
+
+    threads = rows[0]["threads"] if rows else 2
+    lines = [
+        f"| LM | N x T | beam | 1 thread | {threads} threads | ratio, all pairs | CPU use 1 / {threads} threads | "
+        f"ratio, pairs with {threads} cores | CPU time {threads} / 1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {'2-gram' if row['lm'] else 'none'} | {row['N']} x {row['T']} | {row['beam_width']} | "
+            f"{row['seconds_1_thread'] * 1e3:.0f} ms | {row['seconds_threads'] * 1e3:.0f} ms | "
+            f"{spread(row['ratio_quartiles'])} | {row['utilisation_1_thread']:.2f} / "
+            f"{row['utilisation_threads']:.2f} | {spread(row['full_core_ratio_quartiles'])} "
+            f"({row['full_core_pairs']}/{row['pairs']}) | {row['cpu_time_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -106,7 +106,7 @@ def greedy_decode(
         >>> [h.tolist() for h in hypotheses]
     """
     logits = _time_major(log_probs, batch_first, "greedy_decode")
-    _check_blank(blank, logits.shape[2])
+    blank = _check_blank(blank, logits.shape[2])
     # Lengths stay on the CPU: the op checks their values there, without a device round trip.
     lengths = _input_lengths_or_full(input_lengths, logits)
     labels, label_lengths = ops.greedy_decode(logits, lengths, blank)
@@ -175,7 +175,7 @@ def beam_search(
         >>> best_labels, best_log_prob = results[0][0]
     """
     logits = _time_major(log_probs, batch_first, "beam_search")
-    _check_blank(blank, logits.shape[2])
+    blank = _check_blank(blank, logits.shape[2])
     _check_positive_int(beam_width, "beam_width")
     _check_positive_int(top_k, "top_k")
     lengths = _input_lengths_or_full(input_lengths, logits)

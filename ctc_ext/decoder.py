@@ -17,7 +17,7 @@ from torch import Tensor
 from . import _C
 from .decode import _MAX_BEAM_WIDTH as MAX_BEAM_WIDTH
 from .decode import _check_positive_int, _input_lengths_or_full, _time_major
-from .functional import Lengths
+from .functional import Lengths, _check_blank
 
 __all__ = ["CTCDecoder", "CTCDecoderStream", "Hypothesis", "WordSpan", "WORD_CONVENTIONS"]
 
@@ -189,11 +189,7 @@ class CTCDecoder:
             if blank not in self.tokens:
                 raise ValueError(f"blank token {blank!r} is not among the tokens")
             blank = self.tokens.index(blank)
-        if isinstance(blank, bool) or not isinstance(blank, int):
-            raise TypeError(f"blank must be an int or a token, got {type(blank).__name__}")
-        if not 0 <= blank < len(self.tokens):
-            raise ValueError(f"blank must be in [0, len(tokens)) = [0, {len(self.tokens)}), got {blank}")
-        self.blank = blank
+        self.blank = blank = _check_blank(blank, len(self.tokens))  # C = len(tokens)
         if word_convention not in WORD_CONVENTIONS:
             raise ValueError(f"word_convention must be one of {WORD_CONVENTIONS}, got {word_convention!r}")
         if word_delimiter is not None and word_delimiter not in self.tokens:

@@ -90,4 +90,10 @@ if [ "${CTC_EXT_LM_COMPARE:-0}" = "1" ] && ! "$VENV/bin/python" -c "import kenlm
   "${PIP[@]}" -c "$constraint" pyctcdecode kenlm || echo "warning: pyctcdecode / kenlm did not install; their comparisons skip"
   rm -f "$constraint"
 fi
+# KenLM's build_binary (pip's kenlm has none), for the KenLM binary-file tests: compiled once from
+# the kenlm sdist into $VENV/kenlm-tools (scripts/build_kenlm_binary.sh; nothing to do once built).
+if [ "${CTC_EXT_LM_COMPARE:-0}" = "1" ] && "$VENV/bin/python" -c "import kenlm" 2>/dev/null; then
+  CTC_EXT_VENV="$VENV" bash "$ROOT/scripts/build_kenlm_binary.sh" >/dev/null ||
+    echo "warning: KenLM's build_binary did not build; the binary-file tests skip"
+fi
 step "done"

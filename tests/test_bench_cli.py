@@ -135,7 +135,8 @@ def test_module_entry_point_prints_help_with_the_memory_method():
 
 def test_decode_rows_report_throughput_of_every_decoder(tmp_path, capsys):
     path = tmp_path / "rows.json"
-    assert bench.main(["--shapes", "20,2,7,4", "--repeat", "1", "--decode", "--json", str(path)]) in (0, None)
+    args = ["--shapes", "20,2,7,4", "--repeat", "1", "--decode", "--decode-thread-pairs", "0", "--json", str(path)]
+    assert bench.main(args) in (0, None)
     rows = json.loads(path.read_text())
     decode_ops = {row["op"].split(" ")[0] for row in rows if "op" in row}
     assert decode_ops == {"greedy_decode", "beam_search", "forced_align"}
@@ -189,6 +190,29 @@ def test_rows_whose_every_run_waited_are_flagged_although_their_spread_is_narrow
 
 def test_decode_aligns_targets_of_the_given_length(tmp_path):
     path = tmp_path / "rows.json"
-    assert bench.main(["--shapes", "40,2,7,9", "--repeat", "1", "--decode", "--json", str(path)]) == 0
+    args = ["--shapes", "40,2,7,9", "--repeat", "1", "--decode", "--decode-thread-pairs", "0", "--json", str(path)]
+    assert bench.main(args) == 0
     aligned = [row for row in json.loads(path.read_text()) if row.get("op", "").startswith("forced_align")]
     assert [row["op"] for row in aligned] == ["forced_align (S=9)"]
+
+
+def test_thread_scaling_rows_pair_the_runs_and_report_their_cpu_use():
+    from ctc_ext import bench_decode
+
+    rows = bench_decode.thread_scaling_rows(pairs=3, N=4, T=30, beam_width=4)
+    assert [row["lm"] for row in rows] == [False, True]
+    for row in rows:
+        runs = row["runs"]
+        assert len(runs) == 3 and all(run[key] > 0 for run in runs for key in ("one_wall", "many_wall"))
+        ratios = sorted(run["one_wall"] / run["many_wall"] for run in runs)
+        assert row["ratio_quartiles"][1] == pytest.approx(ratios[1])
+        uses = sorted(run["many_cpu"] / run["many_wall"] for run in runs)
+        assert row["utilisation_threads"] == pytest.approx(uses[1])
+        full = [
+            run["one_wall"] / run["many_wall"]
+            for run in runs
+            if run["one_cpu"] >= 0.9 * run["one_wall"] and run["many_cpu"] >= 1.8 * run["many_wall"]
+        ]
+        assert row["full_core_pairs"] == len(full)
+    table = bench_decode.format_thread_scaling_table(rows)
+    assert table.count("\n") == 3 and "(IQR" in table

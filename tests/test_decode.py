@@ -8,6 +8,7 @@ summing frame log-probabilities.
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -501,6 +502,78 @@ def test_raw_ops_check_their_arguments_too():
         ctc_ext.ops.forced_align(LOGITS[0], torch.tensor([[1], [2]]), lengths, torch.tensor([1, 1]), 0)
 
 
+def decoder_results(blank):
+    """Every decoder's output at this blank, as plain lists (LOGITS has C = 4)."""
+    targets = torch.tensor([[1], [3]]) if int(blank) == 2 else torch.tensor([[1], [2]])
+    return (
+        [labels.tolist() for labels in ctc_ext.greedy_decode(LOGITS, blank=blank)],
+        [[(labels.tolist(), score) for labels, score in sample] for sample in ctc_ext.beam_search(LOGITS, blank=blank)],
+        ctc_ext.forced_align(LOGITS, targets, [5, 5], [1, 1], blank=blank)[0].tolist(),
+        ctc_ext.CTCDecoder(["a", "b", "c", "d"], blank=blank)(LOGITS),
+    )
+
+
+@pytest.mark.parametrize("blank", [np.int64(2), np.int32(2), torch.tensor(2)], ids=["np.int64", "np.int32", "tensor"])
+def test_decoders_take_an_integer_like_blank_like_the_loss(blank):
+    assert decoder_results(blank) == decoder_results(2)
+
+
+@pytest.mark.parametrize(
+    "blank,error,message",
+    [
+        (2.0, TypeError, "blank must be an int, got float"),
+        (True, TypeError, "blank must be an int, got bool"),
+        (np.float64(2), TypeError, "blank must be an int, got float64"),
+        (np.int64(4), ValueError, r"blank must be in \[0, C\) = \[0, 4\), got 4"),
+        (-1, ValueError, r"blank must be in \[0, C\) = \[0, 4\), got -1"),
+    ],
+)
+@pytest.mark.parametrize(
+    "decode",
+    [
+        lambda blank: ctc_ext.greedy_decode(LOGITS, blank=blank),
+        lambda blank: ctc_ext.beam_search(LOGITS, blank=blank),
+        lambda blank: ctc_ext.CTCDecoder(["a", "b", "c", "d"], blank=blank),
+    ],
+    ids=["greedy_decode", "beam_search", "CTCDecoder"],
+)
+def test_decoders_refuse_a_blank_that_is_no_integer_or_out_of_range(decode, blank, error, message):
+    with pytest.raises(error, match=message):
+        decode(blank)
+
+
+def prefix_decode(logits, lengths, blank):
+    return ctc_ext.CTCDecoder(["a", "b", "c", "d"], blank=blank)._decoder.decode(logits, lengths, 1)
+
+
+# The C++ check of every decoder's input_lengths, reached through the raw ops (the Python
+# functions normalise lengths first).
+@pytest.mark.parametrize(
+    "op", [ctc_ext.ops.greedy_decode, lambda *args: ctc_ext.ops.beam_search(*args, 3, 1), prefix_decode]
+)
+@pytest.mark.parametrize(
+    "lengths,message",
+    [
+        (torch.tensor([[5, 5]]), r"input_lengths must be 1-D of size N = 2, got shape \[1, 2\]"),
+        (torch.tensor([5, 5, 5]), "input_lengths must have N = 2 entries, got 3"),
+        (torch.tensor([5.0, 5.0]), "input_lengths must have an integer dtype, got Float"),
+        (torch.tensor([True, True]), "input_lengths must have an integer dtype, got Bool"),
+        (torch.tensor([5, -1]), "input_lengths must be non-negative, got -1 for sample 1"),
+        (torch.tensor([6, 5], dtype=torch.int32), "input_lengths must be at most T = 5, got 6 for sample 0"),
+    ],
+)
+def test_decode_ops_check_input_lengths_directly(op, lengths, message):
+    with pytest.raises(RuntimeError, match=message):
+        op(LOGITS, lengths, 0)
+
+
+def test_decoder_refuses_input_lengths_on_another_device():
+    with pytest.raises(RuntimeError, match=r"input_lengths must be on the CPU or on the device of logits \(cpu\)"):
+        prefix_decode(LOGITS, torch.tensor([5, 5], device="meta"), 0)
+    with pytest.raises(RuntimeError, match="ctc_ext decoders run on the CPU, got logits on meta"):
+        prefix_decode(LOGITS.to("meta"), torch.tensor([5, 5]), 0)
+
+
 # ----------------------------------------------------------------------------------------------
 # Operator registration (schemas, fake kernels for torch.compile / export) and devices
 def test_opcheck_on_every_decode_op(device):
@@ -616,3 +689,23 @@ def test_gpu_decoders_are_deterministic_and_handle_empty_batches(cuda_device):
     assert ctc_ext.ops.greedy_decode(empty, no_lengths, 0)[0].shape == (0, 5)
     no_targets = torch.zeros(0, 2, dtype=torch.long)
     assert ctc_ext.ops.forced_align(empty, no_targets, no_lengths, no_lengths, 0)[2].shape == (0,)
+
+
+def test_batch_samples_are_decoded_longest_first():
+    # Sample n's first frame holds label n + 1, so with a beam of one the first prefix the scorer
+    # is asked to extend in sample n is [n + 1]: the order of those prefixes is the order in which
+    # the samples were decoded (the scorer path decodes on one thread, in queue order).
+    lengths = [3, 9, 5, 9, 7]
+    logits = torch.full((9, 5, 6), -20.0)
+    logits[:, :, 0] = 0.0
+    for n in range(5):
+        logits[0, n, n + 1] = 10.0
+    started = []
+
+    def scorer(prefix, label):
+        if prefix and prefix[0] not in started:
+            started.append(prefix[0])
+        return 0.0
+
+    ctc_ext.beam_search(logits, lengths, beam_width=1, scorer=scorer)
+    assert [label - 1 for label in started] == [1, 3, 4, 2, 0]  # equal lengths keep batch order

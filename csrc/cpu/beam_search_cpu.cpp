@@ -10,6 +10,7 @@
 
 #include "../arguments.h"
 #include "prefix_search.h"
+#include "sample_queue.h"
 
 namespace ctc_ext {
 namespace {
@@ -47,13 +48,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> beam_search_cpu(const
     int64_t* label_lengths_data = label_lengths.data_ptr<int64_t>();
     scalar_t* hypothesis_log_probs_data = hypothesis_log_probs.data_ptr<scalar_t>();
     int64_t* num_hypotheses_data = num_hypotheses.data_ptr<int64_t>();
-    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    // One worker per thread, each taking samples longest first from a shared queue
+    // (at::parallel_for alone would give each thread a fixed slice of the batch).
+    SampleQueue queue(input_length_data, N);
+    at::parallel_for(0, std::min<int64_t>(N, at::get_num_threads()), 1, [&](int64_t, int64_t) {
       std::vector<double> frame(C);
-      for (int64_t n = begin; n < end; ++n) {
+      for (int64_t n = queue.next(); n >= 0; n = queue.next()) {
         PrefixSearch search(options, {});
         for (int64_t t = 0; t < input_length_data[n]; ++t) {
-          frame_log_probs(frames_data + t * stride_t + n * stride_n, log_normalizer_data[t * N + n], C, frame.data(), n,
-                          t);
+          try {
+            frame_log_probs(frames_data + t * stride_t + n * stride_n, log_normalizer_data[t * N + n], C, frame.data(),
+                            n, t);
+          } catch (...) {
+            queue.stop();  // the other workers take no new sample; parallel_for rethrows this
+            throw;
+          }
           search.step(frame.data());
         }
         const std::vector<SearchHypothesis> best = search.finish(top_k);

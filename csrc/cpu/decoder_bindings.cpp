@@ -4,7 +4,6 @@
 #include <ATen/OpMathType.h>
 #include <torch/extension.h>
 
-#include <atomic>
 #include <cmath>
 #include <exception>
 #include <limits>
@@ -15,6 +14,7 @@
 #include "../python_module.h"
 #include "decoder_scorers.h"
 #include "prefix_search.h"
+#include "sample_queue.h"
 
 namespace py = pybind11;
 
@@ -249,7 +249,7 @@ class PrefixDecoder {
         const scalar_t* data = logits.const_data_ptr<scalar_t>();
         const int64_t* lengths = input_lengths.const_data_ptr<int64_t>();
         const int64_t stride_t = logits.stride(0), stride_n = logits.stride(1);
-        parallel_over_samples(N, num_threads, [&](int64_t n) {
+        parallel_over_samples(lengths, N, num_threads, [&](int64_t n) {
           std::vector<double> log_probs;
           append_log_probs(data + n * stride_n, stride_t, lengths[n], C, n, 0, log_probs);
           const auto search = new_search();
@@ -275,22 +275,22 @@ class PrefixDecoder {
   int64_t num_classes() const { return options_.num_classes; }
 
  private:
-  // Runs body(n) for n in [0, N) on up to num_threads threads (the caller's included); the first
-  // exception stops the others and is rethrown.
+  // Runs body(n) for n in [0, N) on up to num_threads threads (the caller's included), samples
+  // longest first from a shared queue (lengths: (N,)); the first exception stops the others and
+  // is rethrown.
   template <typename Body>
-  static void parallel_over_samples(int64_t N, int64_t num_threads, Body&& body) {
-    std::atomic<int64_t> next{0};
-    std::atomic<bool> failed{false};
+  static void parallel_over_samples(const int64_t* lengths, int64_t N, int64_t num_threads, Body&& body) {
+    SampleQueue queue(lengths, N);
     std::exception_ptr error;
     std::mutex error_mutex;
     auto work = [&] {
-      for (int64_t n = next++; n < N && !failed; n = next++) {
+      for (int64_t n = queue.next(); n >= 0; n = queue.next()) {
         try {
           body(n);
         } catch (...) {
           std::lock_guard<std::mutex> lock(error_mutex);
           if (!error) error = std::current_exception();
-          failed = true;
+          queue.stop();
         }
       }
     };

@@ -29,16 +29,13 @@ namespace cuda {
 inline std::tuple<at::Tensor, at::Tensor> greedy_decode_device(const at::Tensor& logits_in,
                                                                const at::Tensor& input_lengths, int64_t blank,
                                                                int64_t multiprocessor_count, cudaStream_t stream) {
-  TORCH_CHECK(logits_in.dim() == 3, "logits must be 3-D (T, N, C), got shape ", logits_in.sizes());
-  // A problem with an empty target for every sample, as in checked_decode_input_lengths: the
-  // loss's checks of logits, blank and input_lengths apply unchanged.
-  const auto host_long = at::TensorOptions().dtype(at::kLong);
-  const at::Tensor empty_targets = at::empty({0}, host_long);
-  const at::Tensor zero_target_lengths = at::zeros({logits_in.size(1)}, host_long);
-  check_values_on_host_if_there(logits_in, empty_targets, input_lengths, zero_target_lengths, blank);
-  const CtcProblem problem = prepare_ctc_problem(logits_in, empty_targets, input_lengths, zero_target_lengths, blank);
+  at::Tensor lengths = decode_input_lengths(logits_in, input_lengths, blank);  // (N,) int64
+  const int64_t T = logits_in.size(0), N = logits_in.size(1), C = logits_in.size(2);
+  // Lengths on the host are checked there; those on the device, by the kernel.  (Under the CPU
+  // emulation the "device" is the CPU, so there the kernel's checks are the ones exercised.)
+  if (lengths.is_cpu() && !logits_in.is_cpu()) check_input_length_values(lengths, T);
+  lengths = lengths.to(logits_in.device());
   const at::Tensor logits = with_contiguous_classes(logits_in);
-  const int64_t T = problem.max_input_length, N = problem.batch_size, C = problem.num_classes;
   const auto long_options = logits.options().dtype(at::kLong);
   at::Tensor labels = at::empty({N, T}, long_options);
   at::Tensor label_lengths = at::empty({N}, long_options);
@@ -47,9 +44,9 @@ inline std::tuple<at::Tensor, at::Tensor> greedy_decode_device(const at::Tensor&
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "greedy_decode_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_greedy_decode<scalar_t, acc_t>(logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1), T, N,
-                                          C, problem.input_lengths.const_data_ptr<int64_t>(), blank,
-                                          best_class.data_ptr<int64_t>(), labels.data_ptr<int64_t>(),
-                                          label_lengths.data_ptr<int64_t>(), multiprocessor_count, stream);
+                                          C, lengths.const_data_ptr<int64_t>(), blank, best_class.data_ptr<int64_t>(),
+                                          labels.data_ptr<int64_t>(), label_lengths.data_ptr<int64_t>(),
+                                          multiprocessor_count, stream);
   });
   return {labels, label_lengths};
 }

@@ -5,6 +5,8 @@ where the semantics coincide, with torch.nn.functional.ctc_loss on log_softmax o
 Run alone with `pytest -m cuda_emulation`.
 """
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -533,22 +535,32 @@ def assert_bitwise_equal(got, want):
         assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
 
 
+def assert_forward_bitwise_equal(emulated, problem, kept_result, multiprocessor_count):
+    """The forward again on another grid, with and without log_alpha kept: the same bits."""
+    kept = run_emulated(emulated, problem, True, multiprocessor_count)[:3]
+    assert_bitwise_equal(kept, kept_result[:3])
+    rolling = run_emulated(emulated, problem, False, multiprocessor_count)  # gathered in the sweep
+    assert rolling[1].numel() == 0
+    assert_bitwise_equal((rolling[0], rolling[2]), (kept_result[0], kept_result[2]))
+
+
 @pytest.mark.parametrize("N", [1, 2, 3])
 def test_small_batch_with_bands_wider_than_a_block(emulated, N):
-    # W = 561 states over 256 threads: each thread holds three states a frame ahead; then W = 241
-    # and a zero-length target, T_n < T
-    T = 300
-    lengths, target_lengths = [300, 240, 150][:N], [280, 120, 0][:N]
+    # W = 261 states over 256 threads: threads own one or two states; then a short sample and a
+    # zero-length target, T_n < T (short, since the emulation's cost is frames times threads)
+    T = 140
+    lengths, target_lengths = [140, 40, 20][:N], [130, 10, 0][:N]
     problem = make_problem(T, N, 40, lengths, target_lengths, seed=40 + N)
     emulated_result, cpu_result = run_both(emulated, *problem)
     assert torch.isfinite(emulated_result[0]).all()
     assert_close_to_cpu(emulated_result, cpu_result)
-    assert_bitwise_equal(run_emulated(emulated, problem, True, multiprocessor_count=7), emulated_result)
-    rolling = run_emulated(emulated, problem, False)  # no log_alpha kept: gathered in the sweep
-    assert rolling[1].numel() == 0
-    assert_bitwise_equal((rolling[0], rolling[2]), (emulated_result[0], emulated_result[2]))
+    assert_forward_bitwise_equal(emulated, problem, emulated_result, multiprocessor_count=7)
 
 
+@pytest.mark.skipif(
+    os.environ.get("CTC_EXT_EMULATION_ASAN") == "1" or os.environ.get("CTC_EXT_EMULATION_TSAN") == "1",
+    reason="530 frames of 256 emulated threads take minutes; the release run covers it",
+)
 def test_band_wider_than_the_held_states(emulated):
     # W = 1031 > 4 * 256: each thread holds four states a frame ahead and loads a fifth in-frame
     T, L = 530, 515
@@ -563,20 +575,18 @@ def test_band_wider_than_the_held_states(emulated):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
 def test_small_batch_wide_bands_in_half_precision(emulated, dtype, tol):
-    problem = make_problem(200, 2, 40, [200, 170], [150, 60], dtype=dtype, seed=50)
+    problem = make_problem(140, 2, 40, [140, 30], [130, 10], dtype=dtype, seed=50)
     emulated_result, cpu_result = run_both(emulated, *problem)
     assert emulated_result[3].dtype == dtype
     assert_close_to_cpu(emulated_result, cpu_result, tol=tol)
-    assert_bitwise_equal(run_emulated(emulated, problem, True, multiprocessor_count=1), emulated_result)
-    rolling = run_emulated(emulated, problem, False, multiprocessor_count=7)
-    assert_bitwise_equal((rolling[0], rolling[2]), (emulated_result[0], emulated_result[2]))
+    assert_forward_bitwise_equal(emulated, problem, emulated_result, multiprocessor_count=1)
 
 
 def test_small_batch_invalid_sample_beside_a_wide_band(emulated):
-    logits, targets, input_lengths, target_lengths = make_problem(200, 2, 30, [200, 190], [180, 90], seed=51)
-    targets[1, 70] = 30  # == C
+    logits, targets, input_lengths, target_lengths = make_problem(140, 2, 30, [140, 100], [130, 60], seed=51)
+    targets[1, 50] = 30  # == C
     nll, log_alpha, _ = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True, SMALL_GPU)
-    (begin_0, end_0), (begin_1, end_1) = log_alpha_slots(200, [0, 180], targets.numel())
+    (begin_0, end_0), (begin_1, end_1) = log_alpha_slots(140, [0, 130], targets.numel())
     assert log_alpha[begin_1:end_1].isnan().all() and nll[1].isnan()
     want = run_both(emulated, logits[:, :1], targets[:1], input_lengths[:1], target_lengths[:1])
     assert_close_to_cpu(want[0], want[1])

@@ -303,9 +303,10 @@ __global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p, acc_t
 // The entries of sample n's slot of the kept log_alpha that neither the emission gather nor the
 // lattice write: for a valid sample -inf in rows t >= T_n (every row when there is no path) and
 // in the rest of the slot up to the next sample's block ([offset(n) + T W, offset(n + 1)) when
-// L_n < S); for an invalid sample NaN over its whole slot (over whatever the gather wrote).  With concatenated targets a negative target length
-// makes every later label start meaningless (and every later sample invalid): the first sample
-// with one fills from its own offset to the end of the buffer, the later ones nothing.
+// L_n < S); for an invalid sample NaN over its whole slot (over whatever the gather wrote).
+// With concatenated targets a negative target length makes every later label start meaningless
+// (and every later sample invalid): the first sample with one fills from its own offset to the
+// end of the buffer, the later ones nothing.
 template <typename scalar_t, typename acc_t, typename index_t>
 __device__ void block_fill_unused_log_alpha(const CtcProblemView<scalar_t, index_t>& p, int64_t n, bool valid,
                                             acc_t* log_alpha) {

@@ -2,13 +2,17 @@
 README shapes on an H200, kernel by kernel, for ctc_ext's CUDA kernels and for the built-in
 pipeline (log_softmax + F.ctc_loss, native CUDA kernels), on paper until gpu_check.sh measures it.
 
-    python benchmarks/cuda_model.py [--bandwidth 4.3e12] [--frame-latency-us 1.0] [--launch-us 3.0]
+    python benchmarks/cuda_model.py [--bandwidth 4.3e12] [--frame-latency-us 1.0]
+                                    [--held-frame-latency-us 0.3] [--launch-us 3.0] [--kernels]
 
 Per kernel: DRAM bytes read and written (each counted once: a row re-read within one block is
 taken to hit L1/L2), launches, block barriers per frame.  Its time is the larger of bytes over
 the copy bandwidth and, for a lattice sweep (T dependent steps, one block per sample), T times the
-latency of one step; every launch adds a gap.  The floor is the logits read once and the gradient
-written once.  The two latencies are assumptions to be replaced by measurements.
+latency of one step; every launch adds a gap.  A step that gathers its emissions from the logits
+in the frame that uses them waits for that load (--frame-latency-us: the built-in's sweeps); a
+step whose emissions were loaded a frame ahead waits only for the previous row of its own
+lattice (--held-frame-latency-us: ours).  The floor is the logits read once and the gradient
+written once.  The latencies are assumptions to be replaced by measurements.
 """
 
 import argparse
@@ -37,6 +41,7 @@ class Kernel:
     launches: int
     barriers_per_frame: float  # per block, per frame (or per row, for row kernels)
     sequential_frames: int = 0  # dependent steps of a lattice sweep (0: a bandwidth-bound kernel)
+    held_emissions: bool = False  # a sweep whose steps load their emissions a frame ahead
 
 
 def gathers(T, N, C, S):
@@ -48,12 +53,20 @@ def gathers(T, N, C, S):
 def ours(T, N, C, S) -> List[Kernel]:
     W = 2 * S + 1
     rows = T * N
-    lattice = T * N * W * ACC  # log_alpha or log_beta, (T, 2 S_n + 1) per sample
+    lattice = T * N * W * ACC  # log_alpha, (T, 2 S_n + 1) per sample
+    tnc = rows * C * ELEMENT
+    links = 3 * N * S * 8  # sorted positions, previous and next equal label
     return [
-        Kernel("log_normalizer_kernel", rows * C * ELEMENT, rows * ACC, 1, 4),
-        Kernel("forward_lattice_kernel", gathers(T, N, C, S) + rows * ACC, lattice + N * ACC, 1, 1, T),
-        Kernel("backward_lattice_kernel", gathers(T, N, C, S) + rows * ACC, lattice, 1, 1, T),
-        Kernel("gradient_kernel", rows * C * ELEMENT + 2 * lattice + rows * ACC, rows * C * ELEMENT, 1, 2),
+        # the emissions of each row are gathered from the row just read (L1) into the log_alpha rows
+        Kernel("log_normalizer_kernel (+ emission gather)", tnc, rows * ACC + lattice, 1, 4),
+        # reads its emission row, a frame ahead, and overwrites it with alpha
+        Kernel("forward_lattice_kernel", lattice + rows * ACC, lattice + N * ACC, 1, 1, T, True),
+        Kernel("backward_prepare_kernel", N * S * 8, links + N * 4, 1, 0),
+        Kernel("gradient_rows_kernel", tnc + rows * ACC, tnc, 1, 0),
+        # gathers frame t - 1's emissions while it finishes frame t; overwrites the path's classes
+        Kernel(
+            "backward_lattice_kernel", gathers(T, N, C, S) + lattice + rows * ACC, gathers(T, N, C, S), 1, 7, T, True
+        ),
         Kernel("lengths to the device, reduction, its gradient", 0, 0, 5, 0),
     ]
 
@@ -79,18 +92,20 @@ def builtin(T, N, C, S) -> List[Kernel]:
     ]
 
 
-def kernel_time(kernel, bandwidth, frame_latency, launch_gap):
+def kernel_time(kernel, bandwidth, frame_latency, launch_gap, held_frame_latency=None):
+    """held_frame_latency: the step latency of a sweep with held emissions (frame_latency if None)."""
     memory = (kernel.read + kernel.written) / bandwidth
-    return max(memory, kernel.sequential_frames * frame_latency) + kernel.launches * launch_gap
+    step = held_frame_latency if kernel.held_emissions and held_frame_latency is not None else frame_latency
+    return max(memory, kernel.sequential_frames * step) + kernel.launches * launch_gap
 
 
-def summarise(kernels, bandwidth, frame_latency, launch_gap):
+def summarise(kernels, bandwidth, frame_latency, launch_gap, held_frame_latency=None):
     moved = sum(k.read + k.written for k in kernels)
     return {
         "bytes": moved,
         "launches": sum(k.launches for k in kernels),
         "barriers_per_frame": sum(k.barriers_per_frame for k in kernels if k.sequential_frames),
-        "time": sum(kernel_time(k, bandwidth, frame_latency, launch_gap) for k in kernels),
+        "time": sum(kernel_time(k, bandwidth, frame_latency, launch_gap, held_frame_latency) for k in kernels),
     }
 
 
@@ -101,14 +116,28 @@ def megabytes(value):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bandwidth", type=float, default=4.3e12, help="copy bandwidth, bytes/s (H200 measured)")
-    parser.add_argument("--frame-latency-us", type=float, default=1.0, help="one lattice step (assumed)")
+    parser.add_argument(
+        "--frame-latency-us", type=float, default=1.0, help="a lattice step that gathers its emissions (assumed)"
+    )
+    parser.add_argument(
+        "--held-frame-latency-us",
+        type=float,
+        default=0.3,
+        help="a lattice step whose emissions were loaded a frame ahead (assumed)",
+    )
     parser.add_argument("--launch-us", type=float, default=3.0, help="gap per launch (assumed)")
     parser.add_argument("--kernels", action="store_true", help="also print every kernel of every shape")
     options = parser.parse_args(argv)
-    args = (options.bandwidth, options.frame_latency_us * 1e-6, options.launch_us * 1e-6)
+    args = (
+        options.bandwidth,
+        options.frame_latency_us * 1e-6,
+        options.launch_us * 1e-6,
+        options.held_frame_latency_us * 1e-6,
+    )
     print(
-        f"float32 training step, {options.bandwidth / 1e12:.1f} TB/s, {options.frame_latency_us:g} us per lattice "
-        f"step, {options.launch_us:g} us per launch\n"
+        f"float32 training step, {options.bandwidth / 1e12:.1f} TB/s, lattice steps {options.frame_latency_us:g} us "
+        f"(gathered emissions) and {options.held_frame_latency_us:g} us (held a frame ahead), "
+        f"{options.launch_us:g} us per launch\n"
     )
     print(
         "| T x N x C x S | floor MB | floor us | ours MB | ours launches | ours us | built-in MB "

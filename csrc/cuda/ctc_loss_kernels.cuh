@@ -158,6 +158,14 @@ struct MaxOp {
   }
 };
 
+// min of integers (sample indices)
+struct MinOp {
+  template <typename value_t>
+  __device__ value_t operator()(value_t lower, value_t higher) const {
+    return higher < lower ? higher : lower;
+  }
+};
+
 // Butterfly over the 32 lanes of a warp: after log2(32) shuffle steps every lane holds the same
 // reduction of the warp's 32 values, always the same tree.
 template <typename acc_t, typename Op>
@@ -197,16 +205,75 @@ inline size_t group_reduce_shared_bytes(int64_t rows, size_t acc_size) {
 // ---------------------------------------------------------------------------------------------
 // Forward
 
-// log_normalizer[n][t] = logsumexp_k logits[t][n][k] for t < T_n, 0 beyond (the CPU kernel's
-// output, whether or not the sample's target fits).  Block (threads_per_row, rows_per_block); rows
-// (t, n) are visited in grid-stride groups of rows_per_block, each reduced by its row of threads.
-// Shared: group_reduce_shared_bytes(rows_per_block).
+// Concatenated targets: the first sample whose target length is negative (N when there is
+// none).  Its label start and every later one are meaningless (a running sum of lengths), so
+// no sample from it on may place anything by them.  Group-wide, like group_all_reduce.
+//   scratch: 32 int64 per group
+template <typename scalar_t, typename index_t>
+__device__ int64_t group_first_negative_length(const CtcProblemView<scalar_t, index_t>& p, int64_t* scratch) {
+  int64_t first = p.batch_size;
+  for (int64_t j = threadIdx.x; j < p.batch_size; j += blockDim.x) {
+    if (p.target_lengths[j] < 0) {
+      first = j;  // a thread's samples rise: its first hit is its smallest
+      break;
+    }
+  }
+  return group_all_reduce(first, MinOp(), p.batch_size, scratch);
+}
+
+// Row t of sample n's block of the kept log_alpha, filled with the emissions log y_t(l'_s) =
+// x_t(l'_s) - log_normalizer_t on the band and -inf off it: forward_lattice_kernel reads each
+// entry (a frame ahead) and overwrites it with alpha, so this gather costs no memory and leaves
+// the sweep one contiguous row to read per frame instead of scattered logits.  Written only when
+// the sample's lengths and label start place the block inside its own slot (rows t < T_n of a
+// valid sample, the contract of the buffer); an invalid sample's slot is then filled with NaN
+// by forward_lattice_kernel, and a label out of range is never read.  Threads of the group
+// stride over the row.  The caller checks t < T_n and that no earlier target length is
+// negative (group_first_negative_length).
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p, acc_t* log_normalizer /* (N, T) */) {
-  acc_t* scratch = reinterpret_cast<acc_t*>(dynamic_shared_memory());
+__device__ void group_write_emission_row(const CtcProblemView<scalar_t, index_t>& p, int64_t t, int64_t n,
+                                         const scalar_t* frame, acc_t frame_normalizer, acc_t* log_alpha) {
+  const int64_t input_length = p.input_lengths[n];
+  const int64_t target_length = p.target_lengths[n];
+  const int64_t start = p.label_start[n];
+  const bool inside_slot = input_length <= p.max_input_length && target_length >= 0 && start >= 0 &&
+                           start <= p.num_target_slots && target_length <= p.num_target_slots - start &&
+                           (p.padded_width < 0 || target_length <= p.padded_width);
+  if (!inside_slot) return;
+  const int64_t num_states = 2 * target_length + 1;
+  const index_t* labels = p.labels + start;
+  acc_t* row = log_alpha + log_alpha_offset(n, start, p.max_input_length) + t * num_states;
+  const int64_t first = band_first(t, input_length, num_states);
+  const int64_t last = band_last(t, num_states);
+  for (int64_t s = threadIdx.x; s < num_states; s += blockDim.x) {
+    acc_t emission = neg_inf<acc_t>();
+    if (s >= first && s <= last) {
+      const int64_t state_class = extended_label(labels, 1, s, p.blank);
+      emission = state_class >= 0 && state_class < p.num_classes
+                     ? static_cast<acc_t>(frame[state_class]) - frame_normalizer
+                     : std::numeric_limits<acc_t>::quiet_NaN();  // an invalid sample, NaN-filled later
+    }
+    row[s] = emission;
+  }
+}
+
+// log_normalizer[n][t] = logsumexp_k logits[t][n][k] for t < T_n, 0 beyond (the CPU kernel's
+// output, whether or not the sample's target fits) and, when log_alpha is kept (not null), the
+// emissions of row t of the sample's log_alpha block (group_write_emission_row), from the frame
+// just read.  Block (threads_per_row, rows_per_block); rows (t, n) are visited in grid-stride
+// groups of rows_per_block, each reduced by its row of threads, so every SM works whatever N is.
+// Shared: group_reduce_shared_bytes(rows_per_block) of the wider of acc_t and int64.
+template <typename scalar_t, typename acc_t, typename index_t>
+__global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p, acc_t* log_normalizer /* (N, T) */,
+                                      acc_t* log_alpha /* kept buffer (ctc_math.h layout) or nullptr */) {
+  unsigned char* shared = dynamic_shared_memory();
+  acc_t* scratch = reinterpret_cast<acc_t*>(shared);
   const int64_t T = p.max_input_length, N = p.batch_size, C = p.num_classes;
   const int64_t num_rows = T * N;
   const int64_t num_groups = (num_rows + blockDim.y - 1) / blockDim.y;
+  const bool gather = log_alpha != nullptr;  // uniform
+  const int64_t first_negative_length =
+      gather && p.padded_width < 0 ? group_first_negative_length(p, reinterpret_cast<int64_t*>(shared)) : N;
   for (int64_t group = blockIdx.x; group < num_groups; group += gridDim.x) {
     const int64_t row = group * blockDim.y + threadIdx.y;  // row = t * N + n
     const int64_t t = row / N, n = row % N;
@@ -225,19 +292,21 @@ __global__ void log_normalizer_kernel(CtcProblemView<scalar_t, index_t> p, acc_t
       for (int64_t k = threadIdx.x; k < C; k += blockDim.x) sum += std::exp(static_cast<acc_t>(frame[k]) - max_value);
     }
     sum = group_all_reduce(sum, SumOp(), acc_t(0), scratch);
-    if (threadIdx.x == 0 && row < num_rows) {
-      // an all -inf row has no mass (-inf); +inf propagates
-      log_normalizer[n * T + t] = !active ? acc_t(0) : finite_max ? max_value + std::log(sum) : max_value;
-    }
+    // an all -inf row has no mass (-inf); +inf propagates
+    const acc_t frame_normalizer = !active ? acc_t(0) : finite_max ? max_value + std::log(sum) : max_value;
+    if (threadIdx.x == 0 && row < num_rows) log_normalizer[n * T + t] = frame_normalizer;
+    if (gather && active && n <= first_negative_length)
+      group_write_emission_row(p, t, n, frame, frame_normalizer, log_alpha);
   }
 }
 
-// The entries of sample n's slot of the kept log_alpha that its lattice does not compute: for a
-// valid sample -inf in rows t >= T_n (every row when there is no path) and in the rest of the
-// slot up to the next sample's block ([offset(n) + T W, offset(n + 1)) when L_n < S); for an
-// invalid sample NaN over its whole slot.  With concatenated targets a negative target length
-// makes every later label start meaningless (and every later sample invalid): the first sample
-// with one fills from its own offset to the end of the buffer, the later ones nothing.
+// The entries of sample n's slot of the kept log_alpha that neither the emission gather nor the
+// lattice write: for a valid sample -inf in rows t >= T_n (every row when there is no path) and
+// in the rest of the slot up to the next sample's block ([offset(n) + T W, offset(n + 1)) when
+// L_n < S); for an invalid sample NaN over its whole slot (over whatever the gather wrote).
+// With concatenated targets a negative target length makes every later label start meaningless
+// (and every later sample invalid): the first sample with one fills from its own offset to the
+// end of the buffer, the later ones nothing.
 template <typename scalar_t, typename acc_t, typename index_t>
 __device__ void block_fill_unused_log_alpha(const CtcProblemView<scalar_t, index_t>& p, int64_t n, bool valid,
                                             acc_t* log_alpha) {
@@ -263,13 +332,131 @@ __device__ void block_fill_unused_log_alpha(const CtcProblemView<scalar_t, index
   for (int64_t i = fill_begin + threadIdx.x; i < slot_end; i += blockDim.x) log_alpha[i] = fill;
 }
 
-// One block per sample n.  Threads stride over the states s of each frame's band; a frame's row
-// is complete (one __syncthreads) before the next frame reads it, and frames stop at T_n.
+// Where a lattice sweep finds the emission log y_t(l'_s) of state s at frame t.  `load` is the
+// frame's memory access, issued a frame ahead (HeldEmissions); `emission` is the arithmetic, done
+// at the use, so that no instruction waits on the load before the frame that needs it.
+//   KeptRows: row t of the sample's (T_n, W) block of the kept log_alpha; in the forward it holds
+//     the emissions (log_normalizer_kernel's gather), one contiguous row per frame, each entry
+//     read and then overwritten with alpha by the same thread; the backward reads alpha so.
+//   LogitEmissions: gathered from the (T, N, C) logits and the log normaliser, x_t(l'_s) -
+//     log_normalizer_t (rolling forward rows, and the backward).
+template <typename acc_t>
+struct KeptRows {
+  using raw_t = acc_t;
+  const acc_t* rows;  // (T_n, W) block of the sample
+  int64_t num_states;
+  __device__ raw_t load(int64_t t, int64_t s, int64_t /* state_class */) const { return rows[t * num_states + s]; }
+  __device__ acc_t normalizer(int64_t /* t */) const { return acc_t(0); }
+  __device__ acc_t emission(raw_t raw, acc_t /* frame_normalizer */) const { return raw; }
+};
+
+template <typename scalar_t, typename acc_t>
+struct LogitEmissions {
+  using raw_t = scalar_t;
+  const scalar_t* logits;  // the sample's column: logits + n * stride_n
+  int64_t logits_stride_t;
+  const acc_t* log_normalizer;  // (T,) of the sample
+  __device__ raw_t load(int64_t t, int64_t /* s */, int64_t state_class) const {
+    return logits[t * logits_stride_t + state_class];
+  }
+  __device__ acc_t normalizer(int64_t t) const { return log_normalizer[t]; }
+  __device__ acc_t emission(raw_t raw, acc_t frame_normalizer) const {
+    return static_cast<acc_t>(raw) - frame_normalizer;
+  }
+};
+
+// Fully unrolls a loop of constant trip count, so that the arrays it indexes stay in registers
+// (nvcc; the emulation leaves it to g++).
+#ifdef CTC_EXT_CUDA_EMULATION
+#define CTC_UNROLL
+#else
+#define CTC_UNROLL _Pragma("unroll")
+#endif
+
+// States per thread whose emissions are held in registers a frame ahead; a band wider than this
+// many blocks (W > 4 * 256 states) loads the rest in the frame that uses them.
+constexpr int kHeldStates = 4;
+
+// The raw emissions of frame t for the first kHeldStates states a thread owns in it.  A thread
+// owns the states s = first + threadIdx.x + k blockDim.x of the band [first, last] (the order in
+// which the backward's per-thread partial sums add them).
+template <typename Emissions, typename acc_t>
+struct HeldEmissions {
+  typename Emissions::raw_t raw[kHeldStates] = {};
+  acc_t frame_normalizer = 0;
+};
+
+template <typename acc_t, typename Emissions, typename index_t>
+__device__ __forceinline__ HeldEmissions<Emissions, acc_t> load_held_emissions(const Emissions& emissions,
+                                                                               const index_t* labels, int64_t blank,
+                                                                               int64_t t, int64_t first, int64_t last) {
+  HeldEmissions<Emissions, acc_t> held;
+  held.frame_normalizer = emissions.normalizer(t);
+  CTC_UNROLL
+  for (int k = 0; k < kHeldStates; ++k) {
+    const int64_t s = first + threadIdx.x + k * static_cast<int64_t>(blockDim.x);
+    if (s <= last) held.raw[k] = emissions.load(t, s, extended_label(labels, 1, s, blank));
+  }
+  return held;
+}
+
+// visit(s, k, emission) for every state a thread owns in frame t's band [first, last], in rising
+// order: the held ones (k < kHeldStates, a constant once unrolled) from registers, the rest
+// (bands beyond kHeldStates blocks; k = kHeldStates) loaded now.
+template <typename acc_t, typename Emissions, typename index_t, typename Visit>
+__device__ __forceinline__ void for_owned_states(const Emissions& emissions,
+                                                 const HeldEmissions<Emissions, acc_t>& held, const index_t* labels,
+                                                 int64_t blank, int64_t t, int64_t first, int64_t last, Visit visit) {
+  const int64_t stride = blockDim.x;
+  CTC_UNROLL
+  for (int k = 0; k < kHeldStates; ++k) {
+    const int64_t s = first + threadIdx.x + k * stride;
+    if (s <= last) visit(s, k, emissions.emission(held.raw[k], held.frame_normalizer));
+  }
+  for (int64_t s = first + threadIdx.x + kHeldStates * stride; s <= last; s += stride) {
+    const acc_t emission =
+        emissions.emission(emissions.load(t, s, extended_label(labels, 1, s, blank)), held.frame_normalizer);
+    visit(s, kHeldStates, emission);
+  }
+}
+
+// The alpha sweep of one sample over frames [0, T_n): row t (alpha_block + row_stride(t) W) gets
+// alpha on the band; off the band a kept row already holds -inf (the gather), a rolling row is
+// never read there.  Frame t + 1's emissions are loaded at the start of frame t, so that their
+// latency overlaps frame t's work and its barrier instead of lengthening every step.
+template <typename acc_t, typename Emissions, typename index_t>
+__device__ __forceinline__ void block_alpha_sweep(const Emissions& emissions, acc_t* alpha_block, bool rolling_rows,
+                                                  const index_t* labels, int64_t blank, int64_t input_length,
+                                                  int64_t num_states) {
+  auto alpha_row = [&](int64_t t) { return alpha_block + (rolling_rows ? (t & 1) : t) * num_states; };
+  auto held = load_held_emissions<acc_t>(emissions, labels, blank, 0, band_first(0, input_length, num_states),
+                                         band_last(0, num_states));
+  for (int64_t t = 0; t < input_length; ++t) {
+    decltype(held) next;
+    if (t + 1 < input_length) {
+      next = load_held_emissions<acc_t>(emissions, labels, blank, t + 1, band_first(t + 1, input_length, num_states),
+                                        band_last(t + 1, num_states));
+    }
+    const int64_t first = band_first(t, input_length, num_states);
+    const int64_t last = band_last(t, num_states);
+    const LatticeRow<acc_t> previous{t > 0 ? alpha_row(t - 1) : nullptr, band_first(t - 1, input_length, num_states),
+                                     band_last(t - 1, num_states)};
+    acc_t* current = alpha_row(t);
+    for_owned_states(emissions, held, labels, blank, t, first, last, [&](int64_t s, int, acc_t emission) {
+      current[s] = t == 0 ? emission : alpha_state(previous, s, can_skip_from(labels, 1, s), emission);
+    });
+    __syncthreads();  // row t is complete before frame t + 1 reads it
+    held = next;
+  }
+}
+
+// One block per sample n: the alpha sweep, one __syncthreads per frame, frames stop at T_n.
 //   neg_log_likelihood: (N,)
 //   log_alpha: the flat ragged buffer of ctc_math.h when keep_log_alpha, every entry written:
 //     a valid sample's rows (-inf off the band and for t >= T_n) and the rest of its slot with
-//     -inf, an invalid sample's slot with NaN; else scratch of forward_scratch_numel holding
-//     two rolling rows per sample.
+//     -inf, an invalid sample's slot with NaN; rows t < T_n hold the emissions from
+//     log_normalizer_kernel on entry.  Else scratch of forward_scratch_numel holding two rolling
+//     rows per sample.
 //   log_normalizer: (N, T) from log_normalizer_kernel
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool keep_log_alpha,
@@ -287,7 +474,6 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
   const int64_t num_states = 2 * target_length + 1;
   const index_t* labels = p.labels + p.label_start[n];
   acc_t* alpha_block = log_alpha + log_alpha_offset(n, p.label_start[n], keep_log_alpha ? T : 2);
-  const scalar_t* sample_logits = p.logits + n * p.logits_stride_n;
   const acc_t* normalizer = log_normalizer + n * T;
   // A frame with a NaN or +inf logit (or only -inf ones) has no softmax: the loss is NaN, as the
   // built-in's, whatever the lattice below makes of it (as in the CPU kernel).
@@ -302,30 +488,15 @@ __global__ void forward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, bool
     }
     return;
   }
-  auto alpha_row = [&](int64_t t) { return alpha_block + (keep_log_alpha ? t : (t & 1)) * num_states; };
-  for (int64_t t = 0; t < input_length; ++t) {
-    const scalar_t* frame = sample_logits + t * p.logits_stride_t;
-    const acc_t frame_normalizer = normalizer[t];
-    const int64_t first = band_first(t, input_length, num_states);
-    const int64_t last = band_last(t, num_states);
-    const LatticeRow<acc_t> previous{t > 0 ? alpha_row(t - 1) : nullptr, band_first(t - 1, input_length, num_states),
-                                     band_last(t - 1, num_states)};
-    acc_t* current = alpha_row(t);
-    // a kept row is written whole (-inf off the band); a rolling row only on the band
-    const int64_t write_begin = keep_log_alpha ? 0 : first;
-    const int64_t write_end = keep_log_alpha ? num_states - 1 : last;
-    for (int64_t s = write_begin + threadIdx.x; s <= write_end; s += blockDim.x) {
-      if (s < first || s > last) {
-        current[s] = neg_inf<acc_t>();
-        continue;
-      }
-      const acc_t emission = static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
-      current[s] = t == 0 ? emission : alpha_state(previous, s, can_skip_from(labels, 1, s), emission);
-    }
-    __syncthreads();
+  if (keep_log_alpha) {
+    block_alpha_sweep(KeptRows<acc_t>{alpha_block, num_states}, alpha_block, false, labels, p.blank, input_length,
+                      num_states);
+  } else {
+    const LogitEmissions<scalar_t, acc_t> emissions{p.logits + n * p.logits_stride_n, p.logits_stride_t, normalizer};
+    block_alpha_sweep(emissions, alpha_block, true, labels, p.blank, input_length, num_states);
   }
   if (threadIdx.x == 0) {
-    const acc_t* last_row = alpha_row(input_length - 1);
+    const acc_t* last_row = alpha_block + (keep_log_alpha ? input_length - 1 : (input_length - 1) & 1) * num_states;
     const acc_t log_likelihood =
         num_states >= 2 ? log_add(last_row[num_states - 1], last_row[num_states - 2]) : last_row[num_states - 1];
     neg_log_likelihood[n] = finite_input ? -log_likelihood : std::numeric_limits<acc_t>::quiet_NaN();
@@ -434,7 +605,9 @@ __global__ void gradient_rows_kernel(CtcProblemView<scalar_t, index_t> p, const 
 //   grad[t][n][k] = grad_nll[n] * (softmax(x[t][n])[k] - sum_{s in band, l'_s = k} occupancy[s]).
 // The blank's sum is a fixed tree over the threads' partials (group_all_reduce); a label class is
 // owned by its first position inside the band, which sums the chain of equal labels in order.
-// Two occupancy rows alternate too, so that one barrier per frame suffices.
+// Two occupancy rows alternate too, so that one barrier per frame suffices.  Frame t - 1's
+// emissions (from the logits) and log_alpha entries are loaded at the start of frame t
+// (HeldEmissions), off the critical path of the step.
 //   log_alpha: the kept forward buffer (ctc_math.h layout)
 //   lattice_scratch: backward_lattice_scratch_numel acc_t, 4 rows of W_n per sample
 //   grad: as in gradient_rows_kernel, which has run before
@@ -458,13 +631,30 @@ __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, con
   acc_t* occupancy_rows = beta_rows + 2 * num_states;
   const scalar_t* sample_logits = p.logits + n * p.logits_stride_n;
   const acc_t scale = grad_nll[n];
+  if (input_length == 0) return;
+  // A frame's emissions and log_alpha entries are loaded at the start of the frame after it (in
+  // sweep order), like the forward's emissions: the kept log_alpha row is read like an emission row.
+  const LogitEmissions<scalar_t, acc_t> emissions{sample_logits, p.logits_stride_t, log_normalizer + n * T};
+  const KeptRows<acc_t> alpha_rows{alpha_block, num_states};
+  auto load_held = [&](int64_t t, auto source) {
+    return load_held_emissions<acc_t>(source, labels, p.blank, t, band_first(t, input_length, num_states),
+                                      band_last(t, num_states));
+  };
+  auto held = load_held(input_length - 1, emissions);
+  auto held_alpha = load_held(input_length - 1, alpha_rows);
   for (int64_t t = input_length - 1; t >= 0; --t) {
+    decltype(held) next;  // frame t - 1's, in flight while frame t is finished
+    decltype(held_alpha) next_alpha;
+    if (t > 0) {
+      next = load_held(t - 1, emissions);
+      next_alpha = load_held(t - 1, alpha_rows);
+    }
     const scalar_t* frame = sample_logits + t * p.logits_stride_t;
-    const acc_t frame_normalizer = log_normalizer[n * T + t];
+    const acc_t frame_normalizer = held.frame_normalizer;
     const int64_t first = band_first(t, input_length, num_states);
     const int64_t last = band_last(t, num_states);
-    const LatticeRow<acc_t> next{beta_rows + ((t + 1) & 1) * num_states, band_first(t + 1, input_length, num_states),
-                                 band_last(t + 1, num_states)};
+    const LatticeRow<acc_t> later{beta_rows + ((t + 1) & 1) * num_states, band_first(t + 1, input_length, num_states),
+                                  band_last(t + 1, num_states)};
     acc_t* current = beta_rows + (t & 1) * num_states;
     acc_t* occupancy = occupancy_rows + (t & 1) * num_states;
     const acc_t* alpha = alpha_block + t * num_states;
@@ -472,15 +662,14 @@ __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, con
     // sum (as the CPU kernel: exp(alpha + beta - emission + nll) overflows or vanishes once the
     // rounding of alpha + beta + nll exceeds exp's range, logits near 1e10 in float)
     acc_t max_partial = neg_inf<acc_t>();
-    for (int64_t s = first + threadIdx.x; s <= last; s += blockDim.x) {
-      const acc_t emission = static_cast<acc_t>(frame[extended_label(labels, 1, s, p.blank)]) - frame_normalizer;
+    for_owned_states(emissions, held, labels, p.blank, t, first, last, [&](int64_t s, int k, acc_t emission) {
       // the band of the last frame is exactly the two final states
       const acc_t beta =
-          t == input_length - 1 ? emission : beta_state(next, s, can_skip_to(labels, 1, num_states, s), emission);
+          t == input_length - 1 ? emission : beta_state(later, s, can_skip_to(labels, 1, num_states, s), emission);
       current[s] = beta;
-      occupancy[s] = alpha[s] + beta - emission;
+      occupancy[s] = (k < kHeldStates ? held_alpha.raw[k] : alpha[s]) + beta - emission;
       max_partial = max_partial < occupancy[s] ? occupancy[s] : max_partial;
-    }
+    });
     acc_t reference = group_all_reduce(max_partial, MaxOp(), neg_inf<acc_t>(), scratch);
     if (reference == neg_inf<acc_t>()) reference = 0;  // no reachable state: zeros, not (-inf) - (-inf)
     acc_t blank_partial = 0, total_partial = 0;
@@ -511,6 +700,8 @@ __global__ void backward_lattice_kernel(CtcProblemView<scalar_t, index_t> p, con
       const acc_t probability = std::exp(static_cast<acc_t>(frame[label]) - frame_normalizer);
       grad_row[label] = static_cast<scalar_t>(scale * (probability - label_occupancy / total_occupancy));
     }
+    held = next;
+    held_alpha = next_alpha;
   }
 }
 
@@ -536,7 +727,7 @@ inline LaunchShape log_normalizer_launch_shape(int64_t T, int64_t N, int64_t C, 
   const int64_t blocks = groups < max_blocks ? (groups > 0 ? groups : 1) : max_blocks;
   return {dim3(static_cast<unsigned int>(blocks)),
           dim3(static_cast<unsigned int>(threads_per_row), static_cast<unsigned int>(rows_per_block)),
-          group_reduce_shared_bytes(rows_per_block, acc_size)};
+          group_reduce_shared_bytes(rows_per_block, acc_size > sizeof(int64_t) ? acc_size : sizeof(int64_t))};
 }
 
 // One block per sample; the widest possible lattice row sets the block size (whole warps, for
@@ -569,18 +760,25 @@ inline int64_t backward_lattice_scratch_numel(int64_t N, int64_t num_target_slot
   return log_alpha_numel(N, num_target_slots, 4);
 }
 
-// The whole forward: log_normalizer then the lattice.  Pointers are device pointers; `log_alpha`
+// log_normalizer_kernel: log_normalizer (N, T) and, when `log_alpha` is not null (the kept
+// buffer), the emissions of every row t < T_n of every sample placed inside its slot.
+template <typename scalar_t, typename acc_t, typename index_t>
+void launch_log_normalizer(const CtcProblemView<scalar_t, index_t>& p, acc_t* log_normalizer, acc_t* log_alpha,
+                           int64_t multiprocessor_count, cudaStream_t stream) {
+  if (p.batch_size == 0 || p.max_input_length == 0) return;
+  const LaunchShape shape =
+      log_normalizer_launch_shape(p.max_input_length, p.batch_size, p.num_classes, sizeof(acc_t), multiprocessor_count);
+  launch_kernel(log_normalizer_kernel<scalar_t, acc_t, index_t>, shape.grid, shape.block, shape.shared_bytes, stream, p,
+                log_normalizer, log_alpha);
+}
+
+// The whole forward: log_normalizer (and the emissions) then the lattice.  Pointers are device pointers; `log_alpha`
 // has log_alpha_numel(N, slots, T) elements when keep_log_alpha, forward_scratch_numel otherwise.
 template <typename scalar_t, typename acc_t, typename index_t>
 void launch_ctc_forward(const CtcProblemView<scalar_t, index_t>& p, bool keep_log_alpha, acc_t* neg_log_likelihood,
                         acc_t* log_alpha, acc_t* log_normalizer, int64_t multiprocessor_count, cudaStream_t stream) {
   if (p.batch_size == 0) return;
-  if (p.max_input_length > 0) {
-    const LaunchShape normalizer = log_normalizer_launch_shape(p.max_input_length, p.batch_size, p.num_classes,
-                                                               sizeof(acc_t), multiprocessor_count);
-    launch_kernel(log_normalizer_kernel<scalar_t, acc_t, index_t>, normalizer.grid, normalizer.block,
-                  normalizer.shared_bytes, stream, p, log_normalizer);
-  }
+  launch_log_normalizer(p, log_normalizer, keep_log_alpha ? log_alpha : nullptr, multiprocessor_count, stream);
   const LaunchShape lattice = lattice_launch_shape(p.batch_size, p.num_target_slots, p.padded_width);
   launch_kernel(forward_lattice_kernel<scalar_t, acc_t, index_t>, lattice.grid, lattice.block, lattice.shared_bytes,
                 stream, p, keep_log_alpha, neg_log_likelihood, log_alpha, static_cast<const acc_t*>(log_normalizer));

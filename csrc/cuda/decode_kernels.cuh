@@ -6,14 +6,15 @@
 //
 // Schedule (T frames, N samples, C classes, W_n = 2 L_n + 1 extended states of sample n):
 //   greedy:  best_class_kernel  rows (t, n) spread over many blocks (the normaliser's launch
-//                               shape); threads stride over the classes, then a fixed-order
-//                               combination of their (value, index) candidates
+//                               shape); threads stride over the classes, then their (value,
+//                               index) candidates meet in a warp-shuffle tree (group_argmax)
 //            collapse_kernel    one thread per sample walks its frames: merge repeats, drop blanks
 //   align:   viterbi_kernel     one block per sample; threads stride over the states of each
 //                               frame, one __syncthreads per frame; scores in two rolling rows and
 //                               one back-pointer per lattice cell in global scratch; thread 0
 //                               backtracks
-// No atomics, no warp intrinsics: results do not depend on the launch configuration.
+// No atomics; the argmax is a total order on (value, index) pairs, so its tree gives the CPU's
+// winner whatever its shape: results do not depend on the launch configuration.
 #pragma once
 
 #include <cstdint>
@@ -41,20 +42,55 @@ CTC_HOST_DEVICE inline bool beats_best_class(acc_t value, int64_t index, acc_t b
   return index < best_index;
 }
 
+// The butterfly of warp_all_reduce over (value, index) candidates: every lane ends with the
+// warp's best under beats_best_class.
+template <typename acc_t>
+__device__ void warp_argmax(acc_t& value, int64_t& index) {
+  for (int lane_mask = kWarpSize / 2; lane_mask >= 1; lane_mask /= 2) {
+    const acc_t other_value = __shfl_xor_sync(kFullWarp, value, lane_mask);
+    const int64_t other_index = __shfl_xor_sync(kFullWarp, index, lane_mask);
+    if (beats_best_class(other_value, other_index, value, index)) {
+      value = other_value;
+      index = other_index;
+    }
+  }
+}
+
+// The best (value, index) candidate of a group of blockDim.x threads (one row threadIdx.y of the
+// block), for every thread of the group: warp_argmax within each warp, then over the warps'
+// winners, as group_all_reduce.  beats_best_class is a strict total order on candidates of
+// distinct indices, so the winner is the CPU's whatever the tree.  Block-wide (two barriers).
+//   scratch: 32 int64 indices then 32 acc_t values per group, blockDim.y groups
+template <typename acc_t>
+__device__ void group_argmax(acc_t& value, int64_t& index, unsigned char* scratch) {
+  const unsigned int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const unsigned int warps = blockDim.x / kWarpSize;
+  warp_argmax(value, index);
+  if (warps == 1) return;  // uniform over the block: no barrier needed
+  int64_t* group_indices =
+      reinterpret_cast<int64_t*>(scratch + threadIdx.y * kWarpSize * (sizeof(int64_t) + sizeof(acc_t)));
+  acc_t* group_values = reinterpret_cast<acc_t*>(group_indices + kWarpSize);
+  if (lane == 0) {
+    group_indices[warp] = index;
+    group_values[warp] = value;
+  }
+  __syncthreads();
+  index = lane < warps ? group_indices[lane] : -1;
+  value = lane < warps ? group_values[lane] : acc_t(0);
+  warp_argmax(value, index);
+  __syncthreads();  // every warp has read the scratch before it is written again
+}
+
 // best_class[n][t] = argmax_k logits[t][n][k] (the rule of beats_best_class) for t < T_n; rows
 // beyond T_n, and every row of a sample whose input length is out of [0, T], are not written.
 // Block (threads_per_row, rows_per_block); rows (t, n) in grid-stride groups of rows_per_block.
-// Shared: threads_per_row * rows_per_block int64 indices, then as many acc_t values.
+// Shared: group_argmax's scratch (best_class_launch_shape).
 //   logits: (T, N, C), unit class stride, strides stride_t / stride_n
 //   input_lengths: (N,) int64;  best_class: (N, T) int64
 template <typename scalar_t, typename acc_t>
 __global__ void best_class_kernel(const scalar_t* logits, int64_t stride_t, int64_t stride_n, int64_t T, int64_t N,
                                   int64_t C, const int64_t* input_lengths, int64_t* best_class) {
-  const int64_t threads_per_block = static_cast<int64_t>(blockDim.x) * blockDim.y;
-  int64_t* index_partials = reinterpret_cast<int64_t*>(dynamic_shared_memory());
-  acc_t* value_partials = reinterpret_cast<acc_t*>(index_partials + threads_per_block);
-  int64_t* my_indices = index_partials + threadIdx.y * blockDim.x;
-  acc_t* my_values = value_partials + threadIdx.y * blockDim.x;
+  unsigned char* scratch = dynamic_shared_memory();
   const int64_t num_rows = T * N;
   const int64_t num_groups = (num_rows + blockDim.y - 1) / blockDim.y;
   for (int64_t group = blockIdx.x; group < num_groups; group += gridDim.x) {
@@ -74,19 +110,8 @@ __global__ void best_class_kernel(const scalar_t* logits, int64_t stride_t, int6
         }
       }
     }
-    my_indices[threadIdx.x] = best_index;
-    my_values[threadIdx.x] = best_value;
-    __syncthreads();
-    if (threadIdx.x == 0 && active) {
-      for (unsigned int i = 1; i < blockDim.x; ++i) {
-        if (beats_best_class(my_values[i], my_indices[i], best_value, best_index)) {
-          best_value = my_values[i];
-          best_index = my_indices[i];
-        }
-      }
-      best_class[n * T + t] = best_index;
-    }
-    __syncthreads();  // the partials are read before the next group writes them
+    group_argmax(best_value, best_index, scratch);
+    if (threadIdx.x == 0 && active) best_class[n * T + t] = best_index;
   }
 }
 
@@ -114,11 +139,12 @@ __global__ void collapse_kernel(const int64_t* best_class, const int64_t* input_
   label_lengths[n] = valid ? length : -1;
 }
 
-// Rows (t, n) of the argmax: the normaliser's shape, with room for an index and a value per thread.
+// Rows (t, n) of the argmax: the normaliser's shape, with group_argmax's scratch (an index and a
+// value per warp of each row).
 inline LaunchShape best_class_launch_shape(int64_t T, int64_t N, int64_t C, size_t acc_size,
                                            int64_t multiprocessor_count) {
   LaunchShape shape = log_normalizer_launch_shape(T, N, C, acc_size, multiprocessor_count);
-  shape.shared_bytes = static_cast<size_t>(shape.block.x) * shape.block.y * (sizeof(int64_t) + acc_size);
+  shape.shared_bytes = static_cast<size_t>(shape.block.y) * kWarpSize * (sizeof(int64_t) + acc_size);
   return shape;
 }
 

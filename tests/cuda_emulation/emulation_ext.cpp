@@ -6,6 +6,8 @@
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &ctc_emulation_ops::forward, "emulated CUDA ctc_loss_forward");
+  m.def("gathered_emissions", &ctc_emulation_ops::gathered_emissions,
+        "the kept log_alpha buffer after log_normalizer_kernel's emission gather alone");
   m.def("backward", &ctc_emulation_ops::backward, "emulated CUDA ctc_loss_backward");
   m.def("greedy_decode", &ctc_emulation_ops::greedy_decode, "emulated CUDA greedy_decode");
   m.def("forced_align", &ctc_emulation_ops::forced_align, "emulated CUDA forced_align");

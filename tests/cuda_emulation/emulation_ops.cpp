@@ -11,6 +11,7 @@
 
 #include "emulation_ops.h"
 
+#include <ATen/ops/full.h>
 #include <ATen/ops/full_like.h>
 
 namespace ctc_emulation_ops {
@@ -27,6 +28,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits,
   check_on_cpu(logits);
   return ctc_ext::cuda::ctc_loss_forward_device(logits, targets, input_lengths, target_lengths, blank, keep_log_alpha,
                                                 multiprocessor_count, nullptr);
+}
+
+// log_normalizer_kernel alone with a kept log_alpha buffer: (the buffer, every entry `fill`
+// except what the kernel's emission gather writes, log_normalizer), for tests of the gather.
+std::tuple<at::Tensor, at::Tensor> gathered_emissions(const at::Tensor& logits_in, const at::Tensor& targets,
+                                                      const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                                      int64_t blank, double fill, int64_t multiprocessor_count) {
+  check_on_cpu(logits_in);
+  const ctc_ext::CtcProblem problem =
+      ctc_ext::prepare_ctc_problem(logits_in, targets, input_lengths, target_lengths, blank);
+  const at::Tensor logits = ctc_ext::with_contiguous_classes(logits_in);
+  const at::Tensor labels = problem.targets.to(at::kLong);
+  const int64_t T = problem.max_input_length, N = problem.batch_size;
+  const auto acc_options = logits.options().dtype(at::toOpMathType(logits.scalar_type()));
+  at::Tensor log_normalizer = at::empty({N, T}, acc_options);
+  at::Tensor log_alpha = at::full({ctc_ext::log_alpha_numel(N, problem.num_target_slots, T)}, fill, acc_options);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "gathered_emissions", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    ctc_ext::cuda::launch_log_normalizer(ctc_ext::cuda::problem_view<scalar_t, int64_t>(problem, logits, labels),
+                                         log_normalizer.data_ptr<acc_t>(), log_alpha.data_ptr<acc_t>(),
+                                         multiprocessor_count, nullptr);
+  });
+  return {log_alpha, log_normalizer};
 }
 
 at::Tensor backward(const at::Tensor& grad_nll, const at::Tensor& logits, const at::Tensor& targets,

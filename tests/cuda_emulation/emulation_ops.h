@@ -14,6 +14,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits,
                                                        const at::Tensor& target_lengths, int64_t blank,
                                                        bool keep_log_alpha, int64_t multiprocessor_count);
 
+std::tuple<at::Tensor, at::Tensor> gathered_emissions(const at::Tensor& logits, const at::Tensor& targets,
+                                                      const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                                      int64_t blank, double fill, int64_t multiprocessor_count);
+
 at::Tensor backward(const at::Tensor& grad_nll, const at::Tensor& logits, const at::Tensor& targets,
                     const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                     const at::Tensor& neg_log_likelihood, const at::Tensor& log_alpha, const at::Tensor& log_normalizer,

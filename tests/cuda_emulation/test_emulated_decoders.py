@@ -77,6 +77,20 @@ def test_greedy_nan_and_infinite_frames_match_cpu_op(emulated):
     assert_greedy_equal(emulated, logits, torch.tensor([20, 20, 20]), blank=0)
 
 
+@pytest.mark.parametrize("C", [300, 3000])
+def test_greedy_ties_and_nans_across_warps_pick_the_lowest_class_like_the_cpu_op(emulated, C):
+    # 128 or 256 threads per row: the argmax tree combines candidates of several warps, whose
+    # tied maxima and NaNs lie in different warps (class k is first seen by thread k % threads)
+    generator = torch.Generator().manual_seed(C + 1)
+    logits = torch.randint(0, 4, (30, 3, C), generator=generator).to(torch.float32)
+    logits[:, :, C - 2] = 3  # a tie of the last classes' thread with the others, every frame
+    logits[4, 0, [C - 1, 200, 131]] = float("nan")  # the lowest NaN wins, found by another warp
+    logits[9, 1, :] = float("-inf")
+    logits[9, 1, [C - 1, 97]] = 5.0
+    labels, _ = assert_greedy_equal(emulated, logits, torch.tensor([30, 30, 21]), blank=0)
+    assert (labels >= 0).any()
+
+
 @pytest.mark.parametrize("C", [3, 40, 300, 3000])
 def test_greedy_many_classes_and_grid_stride_match_cpu_op(emulated, C):
     # C above the threads of a row and rows beyond the grid: both strided loops run.

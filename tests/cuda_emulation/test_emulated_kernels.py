@@ -5,6 +5,8 @@ where the semantics coincide, with torch.nn.functional.ctc_loss on log_softmax o
 Run alone with `pytest -m cuda_emulation`.
 """
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -326,8 +328,9 @@ def test_launch_configuration_fills_a_gpu_for_small_batches(emulated):
     assert normalizer[0] == 500 and gradient[0] == 500
     assert lattice[0] == 1 and lattice[1] == 224  # 2 * 100 + 1 states, whole warps
     assert emulated.launch_shapes(500, 1, 1024, 3000, 3000, 4, 132)[4] == 256  # then threads loop
-    # the normaliser reduces one row of 128 threads per block: shared memory for 32 warp results
-    assert normalizer[1] == 128 and normalizer[2] == 32 * 4 and gradient[2] == 0
+    # the normaliser reduces one row of 128 threads per block: shared memory for 32 warp results,
+    # float32 or the int64 sample index of the emission gather's check of concatenated lengths
+    assert normalizer[1] == 128 and normalizer[2] == 32 * 8 and gradient[2] == 0
     big = emulated.launch_shapes(1000, 64, 30000, 64 * 3000, 3000, 8, 132)
     assert big[0] == 32 * 132 and big[6] == 16 * 132  # grid-stride beyond this many blocks
     assert max(big[2], big[5], big[8]) <= 48 * 1024
@@ -436,3 +439,155 @@ def test_many_repeated_labels_in_long_targets(emulated, target_length):
     emulated_result, cpu_result = run_both(emulated, *problem)
     assert torch.isfinite(emulated_result[0]).all()
     assert_close_to_cpu(emulated_result, cpu_result)
+
+
+# Issue 14, small batches: log_normalizer_kernel gathers the emissions of every frame into the
+# kept log_alpha rows (frame-parallel over all SMs), the alpha sweep reads one contiguous row per
+# frame and both sweeps hold the next frame's emissions in registers (kHeldStates = 4 states per
+# thread; bands wider than 4 * 256 states load the rest in the frame that uses them).
+
+HELD_STATES_WIDTH = 4 * 256  # states whose emissions a 256-thread lattice block holds a frame ahead
+
+
+def emissions_reference(logits, targets, input_lengths, target_lengths, log_normalizer, blank, starts):
+    """{(n, t): row} of what the sweep computed in-loop before: x_t(l'_s) - log_normalizer_t in the
+    accumulation dtype on the band, -inf off it, for every row t < T_n of the valid samples."""
+    acc = log_normalizer.dtype
+    flat = targets.reshape(-1)
+    rows = {}
+    for n in range(logits.shape[1]):
+        L, T_n = int(target_lengths[n]), int(input_lengths[n])
+        W = 2 * L + 1
+        labels = flat[starts[n] : starts[n] + L]
+        classes = torch.full((W,), blank, dtype=torch.int64)
+        classes[1::2] = labels
+        for t in range(T_n):
+            first, last = max(W - 2 * (T_n - t), 0), min(2 * t + 1, W - 1)
+            row = torch.full((W,), float("-inf"), dtype=acc)
+            band = slice(first, last + 1)
+            row[band] = logits[t, n, classes[band]].to(acc) - log_normalizer[n, t]
+            rows[(n, t)] = row
+    return rows
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_gathered_emissions_are_what_the_sweep_computed(emulated, dtype):
+    # ragged T_n < T, a zero-length target, an impossible target (empty band: -inf rows), a band
+    # wider than a block
+    T, lengths, target_lengths = 160, [160, 120, 60, 3], [140, 30, 0, 5]
+    logits, targets, input_lengths, target_lengths = make_problem(T, 4, 13, lengths, target_lengths, dtype=dtype)
+    sentinel = 12345.0
+    log_alpha, log_normalizer = emulated.gathered_emissions(
+        logits, targets, input_lengths, target_lengths, 0, sentinel, SMALL_GPU
+    )
+    want_normalizer = emulated.forward(logits, targets, input_lengths, target_lengths, 0, False, SMALL_GPU)[2]
+    assert torch.equal(log_normalizer, want_normalizer)
+    starts = [n * targets.shape[1] for n in range(4)]
+    expected = emissions_reference(logits, targets, input_lengths, target_lengths, log_normalizer, 0, starts)
+    written = torch.zeros_like(log_alpha, dtype=torch.bool)
+    for (n, t), row in expected.items():
+        begin = T * (2 * starts[n] + n) + t * row.numel()
+        got = log_alpha[begin : begin + row.numel()]
+        assert torch.equal(got, row), (n, t)  # bitwise: -inf off the band, the same rounding on it
+        written[begin : begin + row.numel()] = True
+    assert (log_alpha[~written] == sentinel).all()  # nothing else: rows t >= T_n are the sweep's
+
+
+def test_gather_skips_samples_outside_their_slot(emulated):
+    # concatenated targets: a negative length makes every later label start meaningless, so no row
+    # of those samples may be written (it could land in sample 0's slot); an input length beyond
+    # T has no rows either.  An invalid label inside the slot is written (NaN where out of range)
+    # and later NaN-filled by the forward kernel.
+    T = 6
+    logits, targets, input_lengths, target_lengths = make_problem(
+        T, 5, 5, [6, 6, 6, 6, 6], [2, 2, 2, 2, 2], padded=False
+    )
+    input_lengths[0] = 7
+    targets[3] = 9  # sample 1's second label: out of range
+    target_lengths[2] = -1
+    sentinel = 777.0
+    log_alpha, _ = emulated.gathered_emissions(logits, targets, input_lengths, target_lengths, 0, sentinel, SMALL_GPU)
+    slots = log_alpha_slots(T, [0, 2, 4, 3, 5], targets.numel())
+    assert (log_alpha[slots[0][0] : slots[0][1]] == sentinel).all()  # T_0 > T
+    sample_1 = log_alpha[slots[1][0] : slots[1][1]]
+    assert sample_1.isnan().any() and (sample_1 != sentinel).all()
+    alone = emulated.gathered_emissions(
+        logits[:, :2], targets[:4], input_lengths[:2], target_lengths[:2], 0, sentinel, 1
+    )
+    assert torch.equal(log_alpha[: slots[1][1]].view(torch.uint8), alone[0].view(torch.uint8))  # untouched by 3, 4
+    assert (log_alpha[slots[2][0] :] == sentinel).all()  # from the negative length on
+    forwarded = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True, SMALL_GPU)[1]
+    assert forwarded.isnan().all()  # samples 0, 1 invalid; from sample 2 on NaN to the end
+
+
+def run_emulated(emulated, problem, keep_log_alpha, multiprocessor_count=SMALL_GPU):
+    nll, log_alpha, log_normalizer = emulated.forward(*problem, 0, keep_log_alpha, multiprocessor_count)
+    if not keep_log_alpha:
+        return nll, log_alpha, log_normalizer
+    grad_nll = torch.linspace(0.5, 1.5, nll.numel(), dtype=nll.dtype)
+    grad = emulated.backward(grad_nll, *problem, nll, log_alpha, log_normalizer, 0, False, multiprocessor_count)
+    return nll, log_alpha, log_normalizer, grad
+
+
+def assert_bitwise_equal(got, want):
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+
+
+def assert_forward_bitwise_equal(emulated, problem, kept_result, multiprocessor_count):
+    """The forward again on another grid, with and without log_alpha kept: the same bits."""
+    kept = run_emulated(emulated, problem, True, multiprocessor_count)[:3]
+    assert_bitwise_equal(kept, kept_result[:3])
+    rolling = run_emulated(emulated, problem, False, multiprocessor_count)  # gathered in the sweep
+    assert rolling[1].numel() == 0
+    assert_bitwise_equal((rolling[0], rolling[2]), (kept_result[0], kept_result[2]))
+
+
+@pytest.mark.parametrize("N", [1, 2, 3])
+def test_small_batch_with_bands_wider_than_a_block(emulated, N):
+    # W = 261 states over 256 threads: threads own one or two states; then a short sample and a
+    # zero-length target, T_n < T (short, since the emulation's cost is frames times threads)
+    T = 140
+    lengths, target_lengths = [140, 40, 20][:N], [130, 10, 0][:N]
+    problem = make_problem(T, N, 40, lengths, target_lengths, seed=40 + N)
+    emulated_result, cpu_result = run_both(emulated, *problem)
+    assert torch.isfinite(emulated_result[0]).all()
+    assert_close_to_cpu(emulated_result, cpu_result)
+    assert_forward_bitwise_equal(emulated, problem, emulated_result, multiprocessor_count=7)
+
+
+@pytest.mark.skipif(
+    os.environ.get("CTC_EXT_EMULATION_ASAN") == "1" or os.environ.get("CTC_EXT_EMULATION_TSAN") == "1",
+    reason="530 frames of 256 emulated threads take minutes; the release run covers it",
+)
+def test_band_wider_than_the_held_states(emulated):
+    # W = 1031 > 4 * 256: each thread holds four states a frame ahead and loads a fifth in-frame
+    T, L = 530, 515
+    problem = make_problem(T, 1, 200, [T], [L], seed=44)
+    assert 2 * L + 1 > HELD_STATES_WIDTH
+    emulated_result, cpu_result = run_both(emulated, *problem)
+    assert torch.isfinite(emulated_result[0]).all()
+    assert_close_to_cpu(emulated_result, cpu_result)
+    rolling = run_emulated(emulated, problem, False)
+    assert_bitwise_equal((rolling[0], rolling[2]), (emulated_result[0], emulated_result[2]))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
+def test_small_batch_wide_bands_in_half_precision(emulated, dtype, tol):
+    problem = make_problem(140, 2, 40, [140, 30], [130, 10], dtype=dtype, seed=50)
+    emulated_result, cpu_result = run_both(emulated, *problem)
+    assert emulated_result[3].dtype == dtype
+    assert_close_to_cpu(emulated_result, cpu_result, tol=tol)
+    assert_forward_bitwise_equal(emulated, problem, emulated_result, multiprocessor_count=1)
+
+
+def test_small_batch_invalid_sample_beside_a_wide_band(emulated):
+    logits, targets, input_lengths, target_lengths = make_problem(140, 2, 30, [140, 100], [130, 60], seed=51)
+    targets[1, 50] = 30  # == C
+    nll, log_alpha, _ = emulated.forward(logits, targets, input_lengths, target_lengths, 0, True, SMALL_GPU)
+    (begin_0, end_0), (begin_1, end_1) = log_alpha_slots(140, [0, 130], targets.numel())
+    assert log_alpha[begin_1:end_1].isnan().all() and nll[1].isnan()
+    want = run_both(emulated, logits[:, :1], targets[:1], input_lengths[:1], target_lengths[:1])
+    assert_close_to_cpu(want[0], want[1])
+    assert torch.equal(nll[:1], want[0][0]) and torch.equal(log_alpha[begin_0:end_0], want[0][1])

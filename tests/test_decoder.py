@@ -199,9 +199,14 @@ def search_score_of_words(tokens, labels, convention, reference, lm_weight, word
 
 def reference_fused_beam_search(frame_log_probs, beam_width, prefix_score, final_score, delimiters=()):
     """The textbook search (blank 0) ranking prefixes by CTC + prefix_score(labels); its last beam
-    ranked by CTC + final_score(labels)."""
+    ranked by exact CTC (bench_decode.text_log_likelihood, tested against enumeration above) +
+    final_score(labels)."""
+    from ctc_ext.bench_decode import text_log_likelihood
+
     beam = reference_beam(frame_log_probs, 0, beam_width, prefix_score, delimiters)
-    final = [(log_add(*scores) + final_score(p), list(p)) for p, scores in beam.items()]
+    final = [
+        (text_log_likelihood(frame_log_probs, list(p), 0, delimiters) + final_score(p), list(p)) for p in beam
+    ]
     return sorted(final, key=lambda item: -item[0])
 
 

@@ -48,15 +48,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> beam_search_cpu(const
     scalar_t* hypothesis_log_probs_data = hypothesis_log_probs.data_ptr<scalar_t>();
     int64_t* num_hypotheses_data = num_hypotheses.data_ptr<int64_t>();
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<double> frame(C);
+      std::vector<double> sample_log_probs;  // (T_n, C): the exact rescoring of the final beam needs them all
       for (int64_t n = begin; n < end; ++n) {
         PrefixSearch search(options, {});
-        for (int64_t t = 0; t < input_length_data[n]; ++t) {
-          frame_log_probs(frames_data + t * stride_t + n * stride_n, log_normalizer_data[t * N + n], C, frame.data(), n,
-                          t);
-          search.step(frame.data());
+        const int64_t T_n = input_length_data[n];
+        sample_log_probs.resize(T_n * C);
+        for (int64_t t = 0; t < T_n; ++t) {
+          double* frame = sample_log_probs.data() + t * C;
+          frame_log_probs(frames_data + t * stride_t + n * stride_n, log_normalizer_data[t * N + n], C, frame, n, t);
+          search.step(frame);
         }
-        const std::vector<SearchHypothesis> best = search.finish(top_k);
+        const std::vector<SearchHypothesis> best = search.finish(top_k, sample_log_probs.data());
         for (size_t k = 0; k < best.size(); ++k) {
           const int64_t slot = n * top_k + static_cast<int64_t>(k);
           std::copy(best[k].labels.begin(), best[k].labels.end(), labels_data + slot * T);

@@ -194,6 +194,19 @@ def test_random_narrow_beams_match_textbook_search(seed):
     assert [p for _, p in results] == pytest.approx([p for _, p in expected], abs=1e-9)
 
 
+@pytest.mark.parametrize("blank", [0, 2])
+def test_narrow_beam_log_probs_are_exact_ctc_log_likelihoods(blank):
+    # A beam of 3 over 30 frames prunes many paths of the prefixes it keeps; the final beam is
+    # rescored exactly (the built-in ctc_loss in float64) and ranked by it.
+    logits = random_logits(30, 2, 5, seed=31 + blank) * 0.5
+    results = ctc_ext.beam_search(logits, [30, 23], beam_width=3, top_k=3, blank=blank)
+    for n, length in enumerate([30, 23]):
+        labels = [labels.tolist() for labels, _ in results[n]]
+        expected = sequence_log_likelihoods(logits[:length, n].log_softmax(-1), labels, blank)
+        assert [log_prob for _, log_prob in results[n]] == pytest.approx(expected, abs=1e-9)
+        assert expected == sorted(expected, reverse=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_reduced_precision_inputs_decode_and_align_like_float32_of_same_values(dtype):
     logits = random_logits(20, 2, 6, seed=21, dtype=dtype)

@@ -228,9 +228,7 @@ def reference_fused_beam_search(frame_log_probs, beam_width, prefix_score, final
     from ctc_ext.bench_decode import text_log_likelihood
 
     beam = reference_beam(frame_log_probs, 0, beam_width, prefix_score, delimiters)
-    final = [
-        (text_log_likelihood(frame_log_probs, list(p), 0, delimiters) + final_score(p), list(p)) for p in beam
-    ]
+    final = [(text_log_likelihood(frame_log_probs, list(p), 0, delimiters) + final_score(p), list(p)) for p in beam]
     return sorted(final, key=lambda item: -item[0])
 
 
@@ -391,7 +389,9 @@ def test_stream_fed_in_chunks_equals_whole_utterance(arpa_path):
     from ctc_ext.bench_decode import text_log_likelihood
 
     for h in whole:  # exact, though the beam of 6 prunes
-        assert h.ctc_score == pytest.approx(text_log_likelihood(logits[:, 0].log_softmax(-1), h.tokens, 0, [1]), abs=1e-6)
+        assert h.ctc_score == pytest.approx(
+            text_log_likelihood(logits[:, 0].log_softmax(-1), h.tokens, 0, [1]), abs=1e-6
+        )
 
 
 def test_two_threads_equal_one_and_batch_equals_samples_alone(arpa_path):
@@ -534,7 +534,8 @@ def test_same_text_as_pyctcdecode_or_a_higher_fused_score_at_equal_beams(tmp_pat
     log_probs = logits.double().log_softmax(2)
     alpha, beta, unk_offset, beam_width = 0.5, 1.0, -10.0, 16
     unk_score = alpha * unk_offset * math.log(10)  # pyctcdecode's offset is log10, inside alpha
-    ours = CTCDecoder(tokens, lm=arpa, lm_weight=alpha, word_score=beta, unk_score=unk_score, beam_width=beam_width, nbest=beam_width
+    ours = CTCDecoder(
+        tokens, lm=arpa, lm_weight=alpha, word_score=beta, unk_score=unk_score, beam_width=beam_width, nbest=beam_width
     )(log_probs)
     labels = [""] + [" " if t == "|" else t for t in tokens[1:]]
     reference = pyctcdecode.build_ctcdecoder(

@@ -356,8 +356,8 @@ std::vector<double> label_log_likelihoods(const double* log_probs, int64_t T, in
       double parent_blank_before = current.depth == 0 ? 0.0 : kNegInf, parent_label_before = kNegInf;
       for (int64_t t = 0; t < T; ++t) {
         const double* frame = log_probs + t * C;
-        const double into_label = log_add3(stays ? label_before : kNegInf, parent_blank_before,
-                                           skips ? parent_label_before : kNegInf);
+        const double into_label =
+            log_add3(stays ? label_before : kNegInf, parent_blank_before, skips ? parent_label_before : kNegInf);
         next.label[t] = into_label + frame[label];
         next.blank[t] = log_add(blank_before, label_before) + (absorbing_blank ? absorbed[t] : frame[blank]);
         blank_before = next.blank[t];

@@ -39,6 +39,8 @@ class Hypothesis:
 
     ``score = ctc_score + lm_score``; ``lm_score`` holds everything the scorers added (language
     model, word scores, unknown-word penalties, hotword gains), end of utterance included.
+    ``ctc_score`` is the exact CTC log-likelihood of ``tokens`` (all frame paths, float64): the
+    final beam is rescored over all frames and re-ranked before the n-best is taken.
     ``token_frames[i]`` is the ``(start, end)`` of token ``i`` on the most likely frame path of the
     hypothesis (end exclusive).
     """

@@ -159,8 +159,11 @@ def reference_beam(frame_log_probs, blank, beam_width, prefix_score=lambda prefi
 
 
 def reference_prefix_beam_search(frame_log_probs, blank, beam_width):
-    beam = reference_beam(frame_log_probs, blank, beam_width)
-    return sorted(((list(p), log_add(*scores)) for p, scores in beam.items()), key=lambda item: -item[1])
+    """The textbook search's last beam, rescored with the exact CTC score (the built-in ctc_loss)
+    and re-ranked, as the decoder does after the last frame."""
+    prefixes = [list(p) for p in reference_beam(frame_log_probs, blank, beam_width)]
+    exact = sequence_log_likelihoods(frame_log_probs, prefixes, blank)
+    return sorted(zip(prefixes, exact), key=lambda item: -item[1])
 
 
 @pytest.mark.parametrize("beam_width", [1, 2, 4])
@@ -190,6 +193,19 @@ def test_random_narrow_beams_match_textbook_search(seed):
     expected = reference_prefix_beam_search(logits[:, 0].log_softmax(-1), blank, beam_width)
     assert [labels.tolist() for labels, _ in results] == [labels for labels, _ in expected]
     assert [p for _, p in results] == pytest.approx([p for _, p in expected], abs=1e-9)
+
+
+@pytest.mark.parametrize("blank", [0, 2])
+def test_narrow_beam_log_probs_are_exact_ctc_log_likelihoods(blank):
+    # A beam of 3 over 30 frames prunes many paths of the prefixes it keeps; the final beam is
+    # rescored exactly (the built-in ctc_loss in float64) and ranked by it.
+    logits = random_logits(30, 2, 5, seed=31 + blank) * 0.5
+    results = ctc_ext.beam_search(logits, [30, 23], beam_width=3, top_k=3, blank=blank)
+    for n, length in enumerate([30, 23]):
+        labels = [labels.tolist() for labels, _ in results[n]]
+        expected = sequence_log_likelihoods(logits[:length, n].log_softmax(-1), labels, blank)
+        assert [log_prob for _, log_prob in results[n]] == pytest.approx(expected, abs=1e-9)
+        assert expected == sorted(expected, reverse=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -52,20 +52,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> beam_search_cpu(const
     // (at::parallel_for alone would give each thread a fixed slice of the batch).
     SampleQueue queue(input_length_data, N);
     at::parallel_for(0, std::min<int64_t>(N, at::get_num_threads()), 1, [&](int64_t, int64_t) {
-      std::vector<double> frame(C);
+      std::vector<double> sample_log_probs;  // (T_n, C): the exact rescoring of the final beam needs them all
       for (int64_t n = queue.next(); n >= 0; n = queue.next()) {
         PrefixSearch search(options, {});
-        for (int64_t t = 0; t < input_length_data[n]; ++t) {
+        const int64_t T_n = input_length_data[n];
+        sample_log_probs.resize(T_n * C);
+        for (int64_t t = 0; t < T_n; ++t) {
+          double* frame = sample_log_probs.data() + t * C;
           try {
-            frame_log_probs(frames_data + t * stride_t + n * stride_n, log_normalizer_data[t * N + n], C, frame.data(),
-                            n, t);
+            frame_log_probs(frames_data + t * stride_t + n * stride_n, log_normalizer_data[t * N + n], C, frame, n, t);
           } catch (...) {
             queue.stop();  // the other workers take no new sample; parallel_for rethrows this
             throw;
           }
-          search.step(frame.data());
+          search.step(frame);
         }
-        const std::vector<SearchHypothesis> best = search.finish(top_k);
+        const std::vector<SearchHypothesis> best = search.finish(top_k, sample_log_probs.data());
         for (size_t k = 0; k < best.size(); ++k) {
           const int64_t slot = n * top_k + static_cast<int64_t>(k);
           std::copy(best[k].labels.begin(), best[k].labels.end(), labels_data + slot * T);

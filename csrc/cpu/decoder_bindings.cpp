@@ -215,7 +215,7 @@ class PrefixDecoder {
     const int64_t C = options_.num_classes;
     const int64_t T = static_cast<int64_t>(log_probs.size()) / C;
     std::vector<Decoded> decoded;
-    for (SearchHypothesis& hypothesis : search.finish(nbest_)) {
+    for (SearchHypothesis& hypothesis : search.finish(nbest_, log_probs.data())) {
       Decoded d;
       d.token_frames = label_frames(log_probs.data(), T, C, options_.blank, hypothesis.labels);
       if (words_) {
@@ -346,7 +346,9 @@ class DecoderStream {
  private:
   std::shared_ptr<const PrefixDecoder> decoder_;
   std::unique_ptr<PrefixSearch> search_;
-  std::vector<double> log_probs_;  // (frames so far, C): the Viterbi token frames need them all
+  // (frames so far, C) float64, T x C x 8 bytes: the exact CTC rescoring of the final beam and the
+  // Viterbi token frames need them all.
+  std::vector<double> log_probs_;
 };
 
 }  // namespace

@@ -251,7 +251,7 @@ std::vector<int64_t> PrefixSearch::labels_of(int64_t node) const {
   return labels;
 }
 
-std::vector<SearchHypothesis> PrefixSearch::finish(int64_t count) {
+std::vector<SearchHypothesis> PrefixSearch::finish(int64_t count, const double* log_probs) {
   const size_t num_sessions = sessions_.size();
   std::vector<SearchHypothesis> results;
   for (const Hypothesis& hypothesis : beam_) {
@@ -261,14 +261,121 @@ std::vector<SearchHypothesis> PrefixSearch::finish(int64_t count) {
       check_scorer_score(score, "finish");
       scorer_score += score;
     }
-    const double ctc = hypothesis.ctc();
     if (scorer_score == kNegInf) continue;
-    results.push_back({labels_of(hypothesis.node), ctc + scorer_score, ctc, scorer_score});
+    results.push_back({labels_of(hypothesis.node), 0.0, 0.0, scorer_score});
   }
+  // The beam's CTC sums miss the paths it pruned: recompute them exactly, then re-rank.
+  std::vector<const std::vector<int64_t>*> sequences;
+  for (const SearchHypothesis& result : results) sequences.push_back(&result.labels);
+  const std::vector<double> exact = label_log_likelihoods(log_probs, num_frames_, options_.num_classes, options_.blank,
+                                                          options_.word_delimiters, sequences);
+  for (size_t i = 0; i < results.size(); ++i) {
+    results[i].ctc_score = exact[i];
+    results[i].score = exact[i] + results[i].scorer_score;
+  }
+  // Ties keep the beam's order, so results are deterministic.
   std::stable_sort(results.begin(), results.end(),
                    [](const SearchHypothesis& a, const SearchHypothesis& b) { return a.score > b.score; });
   if (static_cast<int64_t>(results.size()) > count) results.resize(count);
   return results;
+}
+
+namespace {
+
+// The forward variables of one prefix over all frames: blank[t] = log p(frames 0..t collapse to the
+// prefix, the path ends in a blank or an absorbed delimiter), label[t] = ... ends in its last label.
+struct PrefixColumns {
+  int64_t depth = 0;
+  int64_t last_label = -1;  // -1 for the empty prefix
+  std::vector<double> blank, label;
+};
+
+}  // namespace
+
+std::vector<double> label_log_likelihoods(const double* log_probs, int64_t T, int64_t C, int64_t blank,
+                                          const std::vector<uint8_t>& word_delimiters,
+                                          const std::vector<const std::vector<int64_t>*>& sequences) {
+  const size_t n = sequences.size();
+  std::vector<double> result(n, kNegInf);
+  if (n == 0) return result;
+  const bool has_delimiters = !word_delimiters.empty();
+  auto is_delimiter = [&](int64_t c) { return has_delimiters && word_delimiters[c] != 0; };
+  // (T,) log-probability of a blank or any delimiter: what a blank state absorbs at the start and
+  // after a delimiter.
+  std::vector<double> absorbed(T);
+  for (int64_t t = 0; t < T; ++t) {
+    const double* frame = log_probs + t * C;
+    absorbed[t] = frame[blank];
+    for (int64_t c = 0; c < static_cast<int64_t>(word_delimiters.size()); ++c) {
+      if (word_delimiters[c]) absorbed[t] = log_add(absorbed[t], frame[c]);
+    }
+  }
+
+  // Sequences in lexicographic order, so each shares with the previous one its longest common
+  // prefix; the columns of a shared prefix are kept (a stack, by increasing depth) only at the
+  // depths a later sequence starts from.
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return *sequences[a] < *sequences[b]; });
+  std::vector<int64_t> shared(n, 0);  // shared[k]: common prefix length of order[k - 1] and order[k]
+  for (size_t k = 1; k < n; ++k) {
+    const auto& a = *sequences[order[k - 1]];
+    const auto& b = *sequences[order[k]];
+    const auto mismatch = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+    shared[k] = static_cast<int64_t>(mismatch.first - a.begin());
+  }
+
+  PrefixColumns root;
+  root.blank.resize(T);
+  root.label.assign(T, kNegInf);
+  for (int64_t t = 0; t < T; ++t) root.blank[t] = (t > 0 ? root.blank[t - 1] : 0.0) + absorbed[t];
+  std::vector<PrefixColumns> kept{root};
+  PrefixColumns current, next;
+  next.blank.resize(T);
+  next.label.resize(T);
+  std::vector<int64_t> wanted;  // depths to keep while extending the current sequence, deepest first
+  for (size_t k = 0; k < n; ++k) {
+    const std::vector<int64_t>& labels = *sequences[order[k]];
+    const int64_t start = shared[k];
+    while (kept.back().depth > start) kept.pop_back();
+    current = kept.back();  // its depth is `start`: kept while extending an earlier sequence
+    wanted.clear();
+    int64_t lowest = std::numeric_limits<int64_t>::max();
+    for (size_t j = k + 1; j < n && lowest > start; ++j) {
+      if (shared[j] < lowest) {
+        lowest = shared[j];
+        if (lowest > start) wanted.push_back(lowest);
+      }
+    }
+    for (int64_t depth = start + 1; depth <= static_cast<int64_t>(labels.size()); ++depth) {
+      const int64_t label = labels[depth - 1];
+      const bool stays = !is_delimiter(label);  // a repeated delimiter is absorbed by the blank after it
+      const bool skips = current.last_label >= 0 && current.last_label != label;
+      const bool absorbing_blank = is_delimiter(label);
+      double blank_before = kNegInf, label_before = kNegInf;
+      double parent_blank_before = current.depth == 0 ? 0.0 : kNegInf, parent_label_before = kNegInf;
+      for (int64_t t = 0; t < T; ++t) {
+        const double* frame = log_probs + t * C;
+        const double into_label =
+            log_add3(stays ? label_before : kNegInf, parent_blank_before, skips ? parent_label_before : kNegInf);
+        next.label[t] = into_label + frame[label];
+        next.blank[t] = log_add(blank_before, label_before) + (absorbing_blank ? absorbed[t] : frame[blank]);
+        blank_before = next.blank[t];
+        label_before = next.label[t];
+        parent_blank_before = current.blank[t];
+        parent_label_before = current.label[t];
+      }
+      next.depth = depth;
+      next.last_label = label;
+      std::swap(current, next);
+      if (!wanted.empty() && wanted.back() == depth) {
+        kept.push_back(current);
+        wanted.pop_back();
+      }
+    }
+    result[order[k]] = T == 0 ? (labels.empty() ? 0.0 : kNegInf) : log_add(current.blank[T - 1], current.label[T - 1]);
+  }
+  return result;
 }
 
 std::vector<std::pair<int64_t, int64_t>> label_frames(const double* log_probs, int64_t T, int64_t C, int64_t blank,

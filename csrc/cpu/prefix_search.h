@@ -9,7 +9,10 @@
 // label, and the beam_width best prefixes survive, ranked by the fused score
 //     log p_ctc(prefix | x) + sum of the scorers' scores along the prefix.
 // Scorer scores depend only on the prefix, so they are computed once, when its node is created.
-// Without pruning the final blank + non-blank sum is exactly p_ctc(prefix | x).
+// The beam's blank + non-blank sum misses the paths it pruned, so after the last frame every
+// hypothesis of the final beam gets its CTC part recomputed exactly over all frames
+// (label_log_likelihoods) and the beam is re-ranked by the exact fused score before the n-best is
+// taken: `ctc_score` is exact, and a hypothesis never loses its place to the beam's estimate.
 //
 // Pruning that changes no result: the classes of a frame are visited from the likeliest down, and
 // an extension is built only if its score, bounded above with the gain the scorers allow for that
@@ -91,8 +94,9 @@ class PrefixSearch {
 
   // log_probs: (C,) log-probabilities of the next frame (finite; checked by the callers).
   void step(const double* log_probs);
-  // The best `count` hypotheses after the frames so far, scorers' finish() included, best first.
-  std::vector<SearchHypothesis> finish(int64_t count);
+  // The best `count` hypotheses after the frames so far, scorers' finish() included, best first,
+  // by their exact fused score.  log_probs: (frames(), C) row-major, the frames stepped through.
+  std::vector<SearchHypothesis> finish(int64_t count, const double* log_probs);
   int64_t frames() const { return num_frames_; }
 
  private:
@@ -143,6 +147,15 @@ class PrefixSearch {
   int64_t stamp_ = 0;
   std::vector<int64_t> candidate_stamp_, candidate_position_, beam_stamp_, beam_position_, extended_stamp_;
 };
+
+// log p_ctc(labels | x) of each label sequence, exactly, in float64: the forward algorithm over all
+// frames.  With word delimiters (per class, 1 for a delimiter; empty: none), a delimiter that ends
+// no word (at the start, or after a delimiter) is absorbed like a blank, so the result is summed
+// over the label sequences that differ from `labels` only by such delimiters, as the search
+// scores them.  Sequences sharing a prefix share its computation.  log_probs: (T, C) row-major.
+std::vector<double> label_log_likelihoods(const double* log_probs, int64_t T, int64_t C, int64_t blank,
+                                          const std::vector<uint8_t>& word_delimiters,
+                                          const std::vector<const std::vector<int64_t>*>& sequences);
 
 // The most likely frame path of `labels` (Viterbi): (start, end) frames of every label, end
 // exclusive.  log_probs: (T, C) row-major.  labels must have a path of non-zero probability.

@@ -349,17 +349,18 @@ std::vector<double> label_log_likelihoods(const double* log_probs, int64_t T, in
     }
     for (int64_t depth = start + 1; depth <= static_cast<int64_t>(labels.size()); ++depth) {
       const int64_t label = labels[depth - 1];
-      const bool stays = !is_delimiter(label);  // a repeated delimiter is absorbed by the blank after it
+      // A delimiter does not stay: repeated, it is absorbed by the blank after it, which absorbs
+      // delimiters as well as blanks.
+      const bool delimiter = is_delimiter(label);
       const bool skips = current.last_label >= 0 && current.last_label != label;
-      const bool absorbing_blank = is_delimiter(label);
       double blank_before = kNegInf, label_before = kNegInf;
       double parent_blank_before = current.depth == 0 ? 0.0 : kNegInf, parent_label_before = kNegInf;
       for (int64_t t = 0; t < T; ++t) {
         const double* frame = log_probs + t * C;
         const double into_label =
-            log_add3(stays ? label_before : kNegInf, parent_blank_before, skips ? parent_label_before : kNegInf);
+            log_add3(delimiter ? kNegInf : label_before, parent_blank_before, skips ? parent_label_before : kNegInf);
         next.label[t] = into_label + frame[label];
-        next.blank[t] = log_add(blank_before, label_before) + (absorbing_blank ? absorbed[t] : frame[blank]);
+        next.blank[t] = log_add(blank_before, label_before) + (delimiter ? absorbed[t] : frame[blank]);
         blank_before = next.blank[t];
         label_before = next.label[t];
         parent_blank_before = current.blank[t];
